@@ -1,0 +1,10 @@
+// eventq/eventq.h — everything an application needs: #include "eventq/eventq.h".
+#pragma once
+
+#include "eventq/error.h"
+#include "eventq/event.h"
+#include "eventq/metrics.h"
+#include "eventq/options.h"
+#include "eventq/queue.h"
+#include "eventq/storage.h"
+#include "eventq/subscription.h"

@@ -1,0 +1,161 @@
+#include "dispatcher.h"
+
+#include <algorithm>
+
+namespace eventq::detail {
+
+std::uint64_t dispatcher::add(std::string type, raw_handler handler) {
+  if (!handler) throw error(errc::invalid_argument, "subscribe: the handler is empty");
+  std::lock_guard lk(m_table_mutex);
+  auto e = std::make_shared<entry>();
+  e->id = m_next_id++;
+  e->raw = std::move(handler);
+  auto t = std::make_shared<table>(*m_table);
+  if (type.empty()) {
+    t->all.push_back(e);
+  } else {
+    t->by_type[type].push_back(e);
+  }
+  m_table = std::move(t);
+  return e->id;
+}
+
+std::uint64_t dispatcher::add_missed(missed_handler handler) {
+  if (!handler) throw error(errc::invalid_argument, "on_missed: the handler is empty");
+  std::lock_guard lk(m_table_mutex);
+  auto e = std::make_shared<entry>();
+  e->id = m_next_id++;
+  e->missed = std::move(handler);
+  auto t = std::make_shared<table>(*m_table);
+  t->missed.push_back(e);
+  m_table = std::move(t);
+  return e->id;
+}
+
+void dispatcher::remove(std::uint64_t id) noexcept {
+  {
+    std::lock_guard lk(m_table_mutex);
+    auto t = std::make_shared<table>(*m_table);
+    auto drop = [id](std::vector<entry_ptr>& v) {
+      auto it = std::find_if(v.begin(), v.end(), [id](const entry_ptr& e) { return e->id == id; });
+      if (it == v.end()) return false;
+      (*it)->active = false;
+      v.erase(it);
+      return true;
+    };
+    bool found = drop(t->all) || drop(t->missed);
+    for (auto it = t->by_type.begin(); !found && it != t->by_type.end(); ++it) {
+      found = drop(it->second);
+      if (found && it->second.empty()) t->by_type.erase(it);
+    }
+    if (!found) return;
+    m_table = std::move(t);
+  }
+  // A dispatch in progress on another thread may be inside this handler: wait for it, so the
+  // caller may destroy what the handler uses. From inside a handler, waiting would deadlock.
+  if (m_dispatch_thread.load() != std::this_thread::get_id()) {
+    std::lock_guard wait(m_dispatch_mutex);
+  }
+}
+
+bool dispatcher::contains(std::uint64_t id) const noexcept {
+  auto t = snapshot();
+  auto has = [id](const std::vector<entry_ptr>& v) {
+    return std::any_of(v.begin(), v.end(), [id](const entry_ptr& e) { return e->id == id; });
+  };
+  if (has(t->all) || has(t->missed)) return true;
+  return std::any_of(t->by_type.begin(), t->by_type.end(),
+                     [&](const auto& kv) { return has(kv.second); });
+}
+
+std::shared_ptr<const dispatcher::table> dispatcher::snapshot() const {
+  std::lock_guard lk(m_table_mutex);
+  return m_table;
+}
+
+void dispatcher::log(log_level level, const std::string& msg) const {
+  if (m_log) m_log(level, msg);
+}
+
+dispatcher::scope::scope(dispatcher& d) : m_d(d), m_lock(d.m_dispatch_mutex) {
+  m_d.m_dispatch_thread = std::this_thread::get_id();
+}
+
+dispatcher::scope::~scope() { m_d.m_dispatch_thread = std::thread::id{}; }
+
+bool dispatcher::invoke(const entry& e, const event_record& row, const nlohmann::json& data,
+                        outcome& out) {
+  try {
+    e.raw(row, data);
+    return true;
+  } catch (const error& ex) {
+    if (ex.code() == errc::decode_failed) {
+      out.undecodable = true;
+      log(log_level::error, "event " + std::to_string(row.id) + " skipped for one handler: " +
+                                ex.what());
+      return false;
+    }
+    ++out.handler_errors;
+    log(log_level::error, "handler for event " + std::to_string(row.id) + " (type '" + row.type +
+                              "') threw: " + ex.what());
+  } catch (const std::exception& ex) {
+    ++out.handler_errors;
+    log(log_level::error, "handler for event " + std::to_string(row.id) + " (type '" + row.type +
+                              "') threw: " + ex.what());
+  } catch (...) {
+    ++out.handler_errors;
+    log(log_level::error, "handler for event " + std::to_string(row.id) + " (type '" + row.type +
+                              "') threw an exception that is not a std::exception");
+  }
+  return false;
+}
+
+dispatcher::outcome dispatcher::dispatch(const event_record& row) {
+  outcome out;
+  auto t = snapshot();
+  auto typed = t->by_type.find(row.type);
+  bool has_typed = typed != t->by_type.end() && !typed->second.empty();
+  if (!has_typed && t->all.empty()) {
+    out.unknown_type = true;
+    log(log_level::warning, "event " + std::to_string(row.id) + " has type '" + row.type +
+                                "' that no handler subscribes to; skipped");
+    return out;
+  }
+  nlohmann::json data;
+  try {
+    data = nlohmann::json::parse(row.data);
+  } catch (const nlohmann::json::exception& ex) {
+    out.undecodable = true;
+    log(log_level::error, "event " + std::to_string(row.id) + " (type '" + row.type +
+                              "') has a payload that is not valid JSON; skipped: " + ex.what());
+    return out;
+  }
+  auto run = [&](const std::vector<entry_ptr>& v) {
+    for (const auto& e : v) {
+      if (e->active && invoke(*e, row, data, out)) out.delivered = true;
+    }
+  };
+  if (has_typed) run(typed->second);
+  run(t->all);
+  return out;
+}
+
+std::uint64_t dispatcher::dispatch_missed(const missed_info& info) {
+  std::uint64_t errors = 0;
+  auto t = snapshot();
+  for (const auto& e : t->missed) {
+    if (!e->active) continue;
+    try {
+      e->missed(info);
+    } catch (const std::exception& ex) {
+      ++errors;
+      log(log_level::error, std::string("missed handler threw: ") + ex.what());
+    } catch (...) {
+      ++errors;
+      log(log_level::error, "missed handler threw an exception that is not a std::exception");
+    }
+  }
+  return errors;
+}
+
+}  // namespace eventq::detail

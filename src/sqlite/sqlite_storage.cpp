@@ -1,0 +1,298 @@
+#include "sqlite/sqlite_storage.h"
+
+#include <filesystem>
+#include <map>
+
+#include "migrations.h"
+#include "util.h"
+
+namespace eventq::sqlite {
+
+namespace {
+
+// Storages of this process by file, so a raise wakes every poller on the same file at once
+// (other processes notice through PRAGMA data_version).
+std::mutex g_registry_mutex;
+std::multimap<std::string, sqlite_storage*> g_registry;
+
+std::string canonical_path(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : p.string();
+}
+
+constexpr const char* k_columns =
+    "SELECT Id, EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, Created "
+    "FROM EventQueue ";
+
+}  // namespace
+
+sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
+    : m_path(path),
+      m_check_interval(opts.change_check_interval),
+      m_writer(path, opts.busy_timeout),
+      m_reader(path, opts.busy_timeout) {
+  migrate();
+  m_insert = std::make_unique<statement>(
+      m_writer,
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, Created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  m_delete_batch = std::make_unique<statement>(
+      m_writer,
+      "DELETE FROM EventQueue WHERE Id IN (SELECT Id FROM EventQueue WHERE Created < ?1 "
+      "ORDER BY Created LIMIT ?2)");
+  m_select_page = std::make_unique<statement>(
+      m_reader, std::string(k_columns) + "WHERE Id > ?1 ORDER BY Id LIMIT ?2");
+  m_select_seq = std::make_unique<statement>(
+      m_reader, "SELECT seq FROM sqlite_sequence WHERE name = 'EventQueue'");
+  m_select_min = std::make_unique<statement>(m_reader, "SELECT min(Id) FROM EventQueue");
+  m_get_property =
+      std::make_unique<statement>(m_reader, "SELECT Value FROM Properties WHERE Key = ?1");
+  m_set_property = std::make_unique<statement>(
+      m_reader,
+      "INSERT INTO Properties (Key, Value) VALUES (?1, ?2) "
+      "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
+  m_data_version = std::make_unique<statement>(m_reader, "PRAGMA data_version");
+  data_version_changed();  // records the starting value
+
+  std::lock_guard lk(g_registry_mutex);
+  m_path = canonical_path(path);
+  g_registry.emplace(m_path, this);
+}
+
+sqlite_storage::~sqlite_storage() {
+  std::lock_guard lk(g_registry_mutex);
+  auto [b, e] = g_registry.equal_range(m_path);
+  for (auto it = b; it != e; ++it) {
+    if (it->second == this) {
+      g_registry.erase(it);
+      break;
+    }
+  }
+}
+
+void sqlite_storage::migrate() {
+  std::lock_guard lk(m_write_mutex);
+  // BEGIN IMMEDIATE serialises concurrent openers: the first migrates, the others then find
+  // the schema current.
+  write_transaction tx(m_writer);
+  m_writer.exec(
+      "CREATE TABLE IF NOT EXISTS EventQueueSchema (Version INTEGER PRIMARY KEY, "
+      "Description TEXT NOT NULL, AppliedAt TEXT NOT NULL)");
+  statement current(m_writer, "SELECT coalesce(max(Version), 0) FROM EventQueueSchema");
+  current.step();
+  std::int64_t version = current.int64(0);
+  current.reset();
+  auto all = detail::sqlite_migrations();
+  int newest = all.empty() ? 0 : all.back().version;
+  if (version > newest) {
+    throw error(errc::schema_too_new,
+                "SQLite database '" + m_path + "' has eventq schema version " +
+                    std::to_string(version) + " but this library knows versions up to " +
+                    std::to_string(newest) +
+                    ": upgrade the application (or the eventq command) to a newer eventq; "
+                    "nothing was changed");
+  }
+  statement record(m_writer,
+                   "INSERT INTO EventQueueSchema (Version, Description, AppliedAt) VALUES "
+                   "(?1, ?2, ?3)");
+  for (const auto& m : all) {
+    if (m.version <= version) continue;
+    m_writer.exec(m.sql);
+    record.bind(1, static_cast<std::int64_t>(m.version))
+        .bind(2, std::string_view(m.name))
+        .bind(3, detail::format_utc(std::chrono::system_clock::now()))
+        .run();
+  }
+  tx.commit();
+}
+
+int sqlite_storage::schema_version() {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader, "SELECT coalesce(max(Version), 0) FROM EventQueueSchema");
+  s.step();
+  return static_cast<int>(s.int64(0));
+}
+
+std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> events) {
+  std::vector<std::int64_t> ids;
+  ids.reserve(events.size());
+  {
+    std::lock_guard lk(m_write_mutex);
+    write_transaction tx(m_writer);
+    for (const auto& e : events) {
+      bool local = e.mode != raise_mode::globally;
+      bool global = e.mode != raise_mode::locally;
+      m_insert->bind(1, e.type)
+          .bind(2, e.data)
+          .bind(3, e.instance)
+          .bind(4, std::int64_t{local})
+          .bind(5, std::int64_t{global})
+          .bind(6, detail::format_utc(e.created))
+          .run();
+      ids.push_back(sqlite3_last_insert_rowid(m_writer.get()));
+    }
+    tx.commit();
+  }
+  std::lock_guard lk(g_registry_mutex);
+  auto [b, e] = g_registry.equal_range(m_path);
+  for (auto it = b; it != e; ++it) it->second->notify_change();
+  return ids;
+}
+
+std::int64_t sqlite_storage::sequence_locked() {
+  std::int64_t seq = m_select_seq->step() ? m_select_seq->int64(0) : 0;
+  m_select_seq->reset();
+  return seq;
+}
+
+std::string sqlite_storage::head_cursor() {
+  std::lock_guard lk(m_read_mutex);
+  return std::to_string(sequence_locked());
+}
+
+std::string sqlite_storage::oldest_cursor() {
+  std::lock_guard lk(m_read_mutex);
+  m_select_min->step();
+  bool empty = m_select_min->is_null(0);
+  std::int64_t min_id = m_select_min->int64(0);
+  m_select_min->reset();
+  return std::to_string(empty ? sequence_locked() : min_id - 1);
+}
+
+std::optional<std::string> sqlite_storage::load_cursor(std::string_view instance) {
+  std::lock_guard lk(m_read_mutex);
+  m_get_property->bind(1, detail::cursor_key(instance));
+  std::optional<std::string> value;
+  if (m_get_property->step()) value = m_get_property->text(0);
+  m_get_property->reset();
+  return value;
+}
+
+void sqlite_storage::store_cursor(std::string_view instance, std::string_view cursor) {
+  std::lock_guard lk(m_read_mutex);
+  m_set_property->bind(1, detail::cursor_key(instance)).bind(2, cursor).run();
+}
+
+read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
+  std::lock_guard lk(m_read_mutex);
+  read_result out;
+  auto parsed = detail::parse_int64(cursor);
+  std::int64_t cur;
+  if (!parsed || *parsed < 0) {
+    cur = sequence_locked();
+    out.missed = "stored cursor '" + std::string(cursor.substr(0, 40)) +
+                 "' is not an event Id; continuing from the newest event (Id " +
+                 std::to_string(cur) + ")";
+  } else {
+    cur = *parsed;
+  }
+  std::int64_t last = cur;
+  std::size_t scanned = 0;
+  m_select_page->bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
+  while (m_select_page->step()) {
+    ++scanned;
+    auto& s = *m_select_page;
+    last = s.int64(0);
+    if (scanned == 1 && last != cur + 1 && !out.missed) {
+      out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(last - 1) +
+                   " were deleted before this instance processed them (cleanup ran while it "
+                   "was down, or rows were deleted by hand); continuing from Id " +
+                   std::to_string(last);
+    }
+    bool local = s.int64(4) != 0;
+    bool global = s.int64(5) != 0;
+    if (!local && !global) continue;  // addressed to nobody
+    event_record r;
+    r.id = last;
+    r.type = s.text(1);
+    r.data = s.text(2);
+    r.instance = s.text(3);
+    r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
+    r.created = detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point{});
+    out.events.push_back(std::move(r));
+  }
+  m_select_page->reset();
+  if (scanned == 0 && !out.missed) {
+    std::int64_t seq = sequence_locked();
+    if (cur > seq) {
+      out.missed = "stored cursor " + std::to_string(cur) + " is ahead of the newest event Id " +
+                   std::to_string(seq) +
+                   " (database restored from a backup, replaced, or Properties edited); "
+                   "continuing from Id " + std::to_string(seq);
+      last = seq;
+    } else if (cur < seq) {
+      out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(seq) +
+                   " were deleted before this instance processed them (cleanup ran while it "
+                   "was down, or rows were deleted by hand); continuing after Id " +
+                   std::to_string(seq);
+      last = seq;
+    }
+  }
+  out.next_cursor = std::to_string(last);
+  out.more = scanned == limit;
+  return out;
+}
+
+std::size_t sqlite_storage::delete_older_than(std::chrono::system_clock::time_point cutoff,
+                                              std::size_t max_rows) {
+  std::lock_guard lk(m_write_mutex);
+  write_transaction tx(m_writer);
+  m_delete_batch->bind(1, detail::format_utc(cutoff))
+      .bind(2, static_cast<std::int64_t>(max_rows))
+      .run();
+  auto n = static_cast<std::size_t>(sqlite3_changes(m_writer.get()));
+  tx.commit();
+  return n;
+}
+
+bool sqlite_storage::data_version_changed() {
+  std::lock_guard lk(m_read_mutex);
+  m_data_version->step();
+  std::int64_t v = m_data_version->int64(0);
+  m_data_version->reset();
+  bool changed = m_last_data_version >= 0 && v != m_last_data_version;
+  m_last_data_version = v;
+  return changed;
+}
+
+void sqlite_storage::notify_change() {
+  {
+    std::lock_guard lk(m_wait_mutex);
+    m_changed = true;
+  }
+  m_wait_cv.notify_all();
+}
+
+void sqlite_storage::interrupt() {
+  {
+    std::lock_guard lk(m_wait_mutex);
+    m_interrupted = true;
+  }
+  m_wait_cv.notify_all();
+}
+
+bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lk(m_wait_mutex);
+  for (;;) {
+    if (m_changed) {
+      m_changed = false;
+      return true;
+    }
+    if (m_interrupted) {
+      m_interrupted = false;
+      return false;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    auto slice = std::min<std::chrono::steady_clock::duration>(m_check_interval, deadline - now);
+    if (m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; })) continue;
+    lk.unlock();
+    bool changed = data_version_changed();
+    lk.lock();
+    if (changed) return true;
+  }
+}
+
+}  // namespace eventq::sqlite

@@ -1,0 +1,71 @@
+// The SQLite backend: one database file shared by the processes of one host.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "eventq/options.h"
+#include "eventq/storage.h"
+#include "sqlite/sqlite_db.h"
+
+namespace eventq::sqlite {
+
+/// storage over an SQLite file in WAL mode. Two connections: the writer (raises, cleanup,
+/// migrations), and the reader (the poller's reads, cursor stores and change checks; the
+/// poller's own cursor writes then do not look like another process's commit).
+class sqlite_storage final : public storage {
+ public:
+  /// Opens or creates `path` and applies pending migrations. Throws eventq::error.
+  sqlite_storage(const std::string& path, const options& opts);
+  ~sqlite_storage() override;
+
+  std::string_view backend_name() const override { return "sqlite"; }
+  std::vector<std::int64_t> append(std::span<const event_record> events) override;
+  std::string head_cursor() override;
+  std::string oldest_cursor() override;
+  std::optional<std::string> load_cursor(std::string_view instance) override;
+  void store_cursor(std::string_view instance, std::string_view cursor) override;
+  read_result read(std::string_view cursor, std::size_t limit) override;
+  std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
+                                std::size_t max_rows) override;
+  bool wait_for_change(std::chrono::milliseconds timeout) override;
+  void interrupt() override;
+
+  /// The schema version of the open database (max EventQueueSchema.Version).
+  int schema_version();
+
+  /// Called by another storage of this process on the same file after it committed events.
+  void notify_change();
+
+ private:
+  void migrate();
+  std::int64_t sequence_locked();  // REQUIRES: m_read_mutex held
+  bool data_version_changed();
+
+  std::string m_path;
+  std::chrono::milliseconds m_check_interval;
+
+  std::mutex m_write_mutex;
+  connection m_writer;
+  std::unique_ptr<statement> m_insert;
+  std::unique_ptr<statement> m_delete_batch;
+
+  std::mutex m_read_mutex;
+  connection m_reader;
+  std::unique_ptr<statement> m_select_page;
+  std::unique_ptr<statement> m_select_seq;
+  std::unique_ptr<statement> m_select_min;
+  std::unique_ptr<statement> m_get_property;
+  std::unique_ptr<statement> m_set_property;
+  std::unique_ptr<statement> m_data_version;
+  std::int64_t m_last_data_version = -1;
+
+  std::mutex m_wait_mutex;
+  std::condition_variable m_wait_cv;
+  bool m_changed = false;
+  bool m_interrupted = false;
+};
+
+}  // namespace eventq::sqlite

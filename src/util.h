@@ -1,0 +1,25 @@
+// Small helpers shared by the core and the backends.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace eventq::detail {
+
+/// "YYYY-MM-DD HH:MM:SS.mmm", UTC: the Created format on SQLite (same as SQLite's
+/// strftime('%Y-%m-%d %H:%M:%f')), sortable as text.
+std::string format_utc(std::chrono::system_clock::time_point t);
+
+/// Parses format_utc's output (fractional digits optional, 'T' accepted for ' ').
+std::optional<std::chrono::system_clock::time_point> parse_utc(std::string_view text);
+
+/// Parses a whole decimal int64; nullopt on anything else (sign, spaces, overflow included).
+std::optional<std::int64_t> parse_int64(std::string_view text);
+
+/// The Properties key of an instance's cursor: "EQStamp_<instance>".
+std::string cursor_key(std::string_view instance);
+
+}  // namespace eventq::detail

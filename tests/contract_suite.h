@@ -1,0 +1,376 @@
+// The contract every storage backend must pass, run through the public queue API.
+// A backend's test file provides a fixture and calls run_contract_suite() from a TEST_CASE.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "support.h"
+
+namespace contract {
+
+struct page_changed {
+  static constexpr std::string_view event_type = "page.changed";
+  int page = 0;
+  std::string by;
+};
+inline void to_json(nlohmann::json& j, const page_changed& e) {
+  j = nlohmann::json{{"page", e.page}, {"by", e.by}};
+}
+inline void from_json(const nlohmann::json& j, page_changed& e) {
+  j.at("page").get_to(e.page);
+  j.at("by").get_to(e.by);
+}
+
+/// What a backend's test supplies.
+struct backend_fixture {
+  virtual ~backend_fixture() = default;
+  /// A URL to a new, empty database (or schema) nobody else uses.
+  virtual std::string fresh_url() = 0;
+  /// Runs raw SQL against the database at `url`, bypassing the library.
+  virtual void exec(const std::string& url, const std::string& sql) = 0;
+};
+
+/// Collects what a queue delivers.
+struct inbox {
+  std::mutex mutex;
+  std::vector<std::pair<std::int64_t, nlohmann::json>> events;
+  std::vector<eventq::event_record> rows;
+  eventq::raw_handler handler() {
+    return [this](const eventq::event_record& r, const nlohmann::json& j) {
+      std::lock_guard lk(mutex);
+      events.emplace_back(r.id, j);
+      rows.push_back(r);
+    };
+  }
+  std::size_t size() {
+    std::lock_guard lk(mutex);
+    return events.size();
+  }
+  std::vector<std::int64_t> ids() {
+    std::lock_guard lk(mutex);
+    std::vector<std::int64_t> out;
+    for (auto& e : events) out.push_back(e.first);
+    return out;
+  }
+};
+
+inline void run_contract_suite(backend_fixture& f) {
+  using namespace eventq;
+  using eventq::test::test_options;
+  const std::string url = f.fresh_url();
+
+  SUBCASE("flags route events: globally to others, locally to the raiser, both to everyone") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    inbox ia, ib;
+    auto sa = a.subscribe_all(ia.handler());
+    auto sb = b.subscribe_all(ib.handler());
+    auto g = a.raise_raw("t", {{"k", "global"}}, raise_mode::globally);
+    auto l = a.raise_raw("t", {{"k", "local"}}, raise_mode::locally);
+    auto both = a.raise_raw("t", {{"k", "both"}}, raise_mode::both);
+    CHECK(g < l);
+    CHECK(l < both);
+    CHECK(a.poll_once() == 2);
+    CHECK(b.poll_once() == 2);
+    CHECK(ia.ids() == std::vector<std::int64_t>{l, both});
+    CHECK(ib.ids() == std::vector<std::int64_t>{g, both});
+    CHECK(ib.rows.at(0).instance == "a");
+    CHECK(ib.rows.at(0).mode == raise_mode::globally);
+    CHECK(ib.rows.at(1).mode == raise_mode::both);
+    CHECK(ia.rows.at(0).mode == raise_mode::locally);
+    // Nothing is delivered twice in steady state.
+    CHECK(a.poll_once() == 0);
+    CHECK(b.poll_once() == 0);
+    CHECK(ib.size() == 2);
+  }
+
+  SUBCASE("typed events round-trip with their row") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    std::vector<page_changed> got;
+    std::vector<event_record> rows;
+    auto sub = b.subscribe<page_changed>([&](const page_changed& e, const event_record& r) {
+      got.push_back(e);
+      rows.push_back(r);
+    });
+    auto before = std::chrono::system_clock::now() - std::chrono::seconds(2);
+    auto id = a.raise(page_changed{42, "alice"}, raise_mode::globally);
+    CHECK(b.poll_once() == 1);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].page == 42);
+    CHECK(got[0].by == "alice");
+    CHECK(rows[0].id == id);
+    CHECK(rows[0].type == "page.changed");
+    CHECK(nlohmann::json::parse(rows[0].data) == nlohmann::json{{"page", 42}, {"by", "alice"}});
+    CHECK(rows[0].created > before);
+    CHECK(rows[0].created < std::chrono::system_clock::now() + std::chrono::seconds(2));
+    CHECK(b.stats().delivered == 1);
+    CHECK(a.stats().raised == 1);
+  }
+
+  SUBCASE("a batch is written in one go and delivered in order") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    batch events;
+    for (int i = 0; i < 250; ++i) events.add(page_changed{i, "a"}, raise_mode::globally);
+    auto ids = a.raise(events);
+    REQUIRE(ids.size() == 250);
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+    CHECK(b.poll_once() == 250);
+    CHECK(ib.ids() == ids);
+    CHECK(a.raise(batch{}).empty());
+  }
+
+  SUBCASE("pages: a backlog larger than the page size arrives whole, in order, once") {
+    queue a(url, test_options("a"));
+    auto ob = test_options("b");
+    ob.page_size = 64;
+    queue b(url, ob);
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    std::vector<std::int64_t> ids;
+    for (int chunk = 0; chunk < 10; ++chunk) {
+      batch events;
+      for (int i = 0; i < 100; ++i) events.add(page_changed{chunk * 100 + i, "a"}, raise_mode::both);
+      auto part = a.raise(events);
+      ids.insert(ids.end(), part.begin(), part.end());
+    }
+    CHECK(b.poll_once() == 1000);
+    CHECK(ib.ids() == ids);
+  }
+
+  SUBCASE("the cursor survives a restart; start position applies to new instances only") {
+    std::int64_t first = 0, second = 0;
+    {
+      queue b(url, test_options("b"));  // registers b
+      queue a(url, test_options("a"));
+      first = a.raise_raw("t", {{"n", 1}}, raise_mode::globally);
+      inbox ib;
+      auto sub = b.subscribe_all(ib.handler());
+      CHECK(b.poll_once() == 1);
+      second = a.raise_raw("t", {{"n", 2}}, raise_mode::globally);
+    }  // b closes before seeing `second`
+    queue b(url, test_options("b"));
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    CHECK(b.poll_once() == 1);
+    CHECK(ib.ids() == std::vector<std::int64_t>{second});
+
+    queue c(url, test_options("c"));  // new, start now: sees nothing old
+    inbox ic;
+    auto sc = c.subscribe_all(ic.handler());
+    CHECK(c.poll_once() == 0);
+
+    auto od = test_options("d");
+    od.start = start_position::oldest;
+    queue d(url, od);
+    inbox id;
+    auto sd = d.subscribe_all(id.handler());
+    CHECK(d.poll_once() == 2);
+    CHECK(id.ids() == std::vector<std::int64_t>{first, second});
+  }
+
+  SUBCASE("an instance registered at open sees events raised before its first poll") {
+    queue b(url, test_options("b"));
+    queue a(url, test_options("a"));
+    auto id = a.raise_raw("t", {{"n", 1}}, raise_mode::globally);
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    CHECK(b.poll_once() == 1);
+    CHECK(ib.ids() == std::vector<std::int64_t>{id});
+  }
+
+  SUBCASE("a handler that throws is counted and the queue goes on") {
+    eventq::test::log_capture logs;
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b", &logs));
+    inbox ib;
+    auto bad = b.subscribe_raw("t", [](const event_record&, const nlohmann::json& j) {
+      if (j.at("n") == 1) throw std::runtime_error("boom");
+    });
+    auto good = b.subscribe_all(ib.handler());
+    auto id1 = a.raise_raw("t", {{"n", 1}}, raise_mode::globally);
+    auto id2 = a.raise_raw("t", {{"n", 2}}, raise_mode::globally);
+    b.poll_once();
+    CHECK(b.stats().handler_errors == 1);
+    CHECK(ib.ids() == std::vector<std::int64_t>{id1, id2});
+    CHECK(logs.contains("event " + std::to_string(id1)));
+    CHECK(logs.contains("boom"));
+  }
+
+  SUBCASE("a payload that does not decode into the type is counted and skipped") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    std::vector<int> pages;
+    auto sub = b.subscribe<page_changed>([&](const page_changed& e) { pages.push_back(e.page); });
+    a.raise_raw("page.changed", {{"wrong", true}}, raise_mode::globally);
+    a.raise(page_changed{7, "a"}, raise_mode::globally);
+    b.poll_once();
+    CHECK(pages == std::vector<int>{7});
+    CHECK(b.stats().undecodable == 1);
+    CHECK(b.stats().handler_errors == 0);
+  }
+
+  SUBCASE("a type nobody subscribed to is counted") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    inbox ib;
+    auto sub = b.subscribe_raw("known", ib.handler());
+    a.raise_raw("unknown", nlohmann::json::object(), raise_mode::globally);
+    auto id = a.raise_raw("known", nlohmann::json::object(), raise_mode::globally);
+    b.poll_once();
+    CHECK(b.stats().unknown_types == 1);
+    CHECK(ib.ids() == std::vector<std::int64_t>{id});
+  }
+
+  SUBCASE("cleanup that empties the table never makes the next event invisible") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    std::int64_t last = 0;
+    for (int i = 0; i < 5; ++i) last = a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+    CHECK(b.poll_once() == 5);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 5);
+    CHECK(a.stats().cleanup_deleted == 5);
+    auto next = a.raise_raw("t", {{"n", 99}}, raise_mode::globally);
+    CHECK(next > last);  // ids are never reused
+    CHECK(b.poll_once() == 1);
+    CHECK(ib.ids().back() == next);
+    CHECK(b.stats().missed == 0);
+  }
+
+  SUBCASE("cleanup keeps rows younger than the retention") {
+    auto oa = test_options("a");
+    oa.cleanup_batch_size = 3;
+    queue a(url, oa);
+    for (int i = 0; i < 10; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+    CHECK(a.cleanup(std::chrono::hours(1)) == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 10);  // several batches of 3
+    CHECK(a.cleanup() == 0);
+  }
+
+  SUBCASE("rows deleted behind a cursor raise Missed once, then delivery continues") {
+    queue a(url, test_options("a"));
+    std::int64_t later = 0;
+    {
+      queue b(url, test_options("b"));
+    }
+    for (int i = 0; i < 3; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+    f.exec(url, "DELETE FROM EventQueue");
+    later = a.raise_raw("t", {{"n", 3}}, raise_mode::globally);
+    queue b(url, test_options("b"));
+    std::vector<std::string> reasons;
+    auto m = b.on_missed([&](const missed_info& info) { reasons.push_back(info.reason); });
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    b.poll_once();
+    REQUIRE(reasons.size() == 1);
+    CHECK(reasons[0].find("deleted") != std::string::npos);
+    CHECK(ib.ids() == std::vector<std::int64_t>{later});
+    b.poll_once();
+    CHECK(reasons.size() == 1);
+    CHECK(b.stats().missed == 1);
+  }
+
+  SUBCASE("a garbage cursor in Properties raises Missed and the instance recovers") {
+    {
+      queue b(url, test_options("b"));
+    }
+    f.exec(url, "UPDATE Properties SET Value = 'garbage; DROP TABLE EventQueue' "
+                "WHERE Key = 'EQStamp_b'");
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    int missed = 0;
+    auto m = b.on_missed([&](const missed_info&) { ++missed; });
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    b.poll_once();
+    CHECK(missed == 1);
+    auto id = a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+    b.poll_once();
+    CHECK(ib.ids() == std::vector<std::int64_t>{id});
+    CHECK(missed == 1);
+  }
+
+  SUBCASE("an unsubscribed handler gets nothing more; a handle may outlive its queue") {
+    subscription outliving;
+    {
+      queue a(url, test_options("a"));
+      queue b(url, test_options("b"));
+      inbox ib;
+      auto sub = b.subscribe_all(ib.handler());
+      CHECK(sub.active());
+      a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+      b.poll_once();
+      sub.reset();
+      CHECK_FALSE(sub.active());
+      a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+      b.poll_once();
+      CHECK(ib.size() == 1);
+      outliving = b.subscribe_all([](const event_record&, const nlohmann::json&) {});
+      CHECK(outliving.active());
+    }
+    CHECK_FALSE(outliving.active());
+    outliving.reset();
+  }
+
+  SUBCASE("the background poller delivers promptly after a raise in the same process") {
+    auto ob = test_options("b");
+    ob.poll_interval = std::chrono::seconds(5);
+    queue b(url, ob);
+    queue a(url, test_options("a"));
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    b.start();
+    CHECK(b.running());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto t0 = std::chrono::steady_clock::now();
+    a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+    CHECK(eventq::test::wait_until([&] { return ib.size() == 1; }, std::chrono::seconds(3)));
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(took < std::chrono::milliseconds(500));
+    b.stop();
+    CHECK_FALSE(b.running());
+    b.stop();  // idempotent
+  }
+
+  SUBCASE("bad input at the call: oversized payload, non-object payload, bad names") {
+    auto oa = test_options("a");
+    oa.max_payload_bytes = 1024;
+    queue a(url, oa);
+    queue b(url, test_options("b"));
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    std::string big(2000, 'x');
+    try {
+      a.raise_raw("t", {{"blob", big}}, raise_mode::globally);
+      FAIL("expected payload_too_large");
+    } catch (const eventq::error& e) {
+      CHECK(e.code() == errc::payload_too_large);
+      CHECK(std::string(e.what()).find("1024") != std::string::npos);
+    }
+    batch mixed;
+    mixed.add_raw("t", {{"ok", 1}}, raise_mode::globally);
+    mixed.add_raw("t", {{"blob", big}}, raise_mode::globally);
+    CHECK_THROWS_AS(a.raise(mixed), eventq::error);  // all or nothing
+    CHECK_THROWS_AS(a.raise_raw("t", nlohmann::json::array({1, 2}), raise_mode::globally),
+                    eventq::error);
+    CHECK_THROWS_AS(a.raise_raw("", nlohmann::json::object(), raise_mode::globally),
+                    eventq::error);
+    CHECK(b.poll_once() == 0);
+    CHECK(ib.size() == 0);
+  }
+}
+
+}  // namespace contract

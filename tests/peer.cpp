@@ -1,0 +1,156 @@
+// A separate OS process for the multi-process tests: an application instance that raises and
+// receives events on a shared database, writing what it received to a file.
+//
+//   peer stress  URL NAME N PEERS OUT   raise N events (mixed flags) while polling; stop once
+//                                       the "done" marker of all PEERS arrived; write received
+//                                       "from seq id" lines to OUT
+//   peer consume URL NAME OUT           append each received id to OUT (flushed per event)
+//                                       until a "stop" event arrives
+//   peer latency URL NAME COUNT OUT     receive COUNT "ping" events and write, per event, the
+//                                       microseconds from the raiser's clock stamp to the handler
+//   peer raise   URL NAME N             raise N "tick" events globally
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "eventq/eventq.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::int64_t mono_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+eventq::raise_mode mode_of(int seq) {
+  switch (seq % 3) {
+    case 0: return eventq::raise_mode::globally;
+    case 1: return eventq::raise_mode::locally;
+    default: return eventq::raise_mode::both;
+  }
+}
+
+eventq::options opts(const std::string& name, std::chrono::milliseconds poll = 200ms) {
+  eventq::options o;
+  o.instance_name = name;
+  o.poll_interval = poll;
+  o.change_check_interval = 10ms;
+  return o;
+}
+
+int stress(const std::string& url, const std::string& name, int n, int peers,
+           const std::string& out) {
+  eventq::queue q(url, opts(name));
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::string> lines;
+  std::set<std::string> done;
+  auto sub = q.subscribe_raw("stress", [&](const eventq::event_record& r, const nlohmann::json& j) {
+    std::lock_guard lk(m);
+    lines.push_back(j.at("from").get<std::string>() + " " + std::to_string(j.at("seq").get<int>()) +
+                    " " + std::to_string(r.id));
+  });
+  auto fin = q.subscribe_raw("done", [&](const eventq::event_record& r, const nlohmann::json&) {
+    std::lock_guard lk(m);
+    done.insert(r.instance);
+    cv.notify_all();
+  });
+  q.start();
+  for (int i = 0; i < n; ++i) {
+    q.raise_raw("stress", {{"from", name}, {"seq", i}}, mode_of(i));
+    if (i % 100 == 0) std::this_thread::yield();
+  }
+  q.raise_raw("done", nlohmann::json::object(), eventq::raise_mode::both);
+  {
+    std::unique_lock lk(m);
+    if (!cv.wait_for(lk, 120s, [&] { return static_cast<int>(done.size()) == peers; })) {
+      std::cerr << name << ": timed out waiting for the other peers\n";
+      return 2;
+    }
+  }
+  q.stop();
+  std::ofstream f(out);
+  for (const auto& l : lines) f << l << '\n';
+  return 0;
+}
+
+int consume(const std::string& url, const std::string& name, const std::string& out) {
+  eventq::queue q(url, opts(name, 100ms));
+  std::FILE* f = std::fopen(out.c_str(), "a");
+  if (!f) return 3;
+  std::mutex m;
+  std::condition_variable cv;
+  bool stop = false;
+  auto sub = q.subscribe_raw("tick", [&](const eventq::event_record& r, const nlohmann::json&) {
+    std::fprintf(f, "%lld\n", static_cast<long long>(r.id));
+    std::fflush(f);  // the test kills this process with SIGKILL: what was handled is on record
+  });
+  auto end = q.subscribe_raw("stop", [&](const eventq::event_record&, const nlohmann::json&) {
+    std::lock_guard lk(m);
+    stop = true;
+    cv.notify_all();
+  });
+  q.start();
+  std::unique_lock lk(m);
+  cv.wait_for(lk, 300s, [&] { return stop; });
+  lk.unlock();
+  q.stop();
+  std::fclose(f);
+  return stop ? 0 : 2;
+}
+
+int latency(const std::string& url, const std::string& name, int count, const std::string& out) {
+  eventq::queue q(url, opts(name, 2000ms));  // the default interval: wake-ups must do the work
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::int64_t> us;
+  auto sub = q.subscribe_raw("ping", [&](const eventq::event_record&, const nlohmann::json& j) {
+    auto now = mono_ns();
+    std::lock_guard lk(m);
+    us.push_back((now - j.at("t").get<std::int64_t>()) / 1000);
+    cv.notify_all();
+  });
+  q.start();
+  std::printf("ready\n");
+  std::fflush(stdout);
+  {
+    std::unique_lock lk(m);
+    if (!cv.wait_for(lk, 120s, [&] { return static_cast<int>(us.size()) >= count; })) return 2;
+  }
+  q.stop();
+  std::ofstream f(out);
+  for (auto v : us) f << v << '\n';
+  return 0;
+}
+
+int raise(const std::string& url, const std::string& name, int n) {
+  eventq::queue q(url, opts(name));
+  for (int i = 0; i < n; ++i) q.raise_raw("tick", {{"n", i}}, eventq::raise_mode::globally);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> a(argv, argv + argc);
+  try {
+    if (a.size() == 7 && a[1] == "stress") return stress(a[2], a[3], std::stoi(a[4]), std::stoi(a[5]), a[6]);
+    if (a.size() == 5 && a[1] == "consume") return consume(a[2], a[3], a[4]);
+    if (a.size() == 6 && a[1] == "latency") return latency(a[2], a[3], std::stoi(a[4]), a[5]);
+    if (a.size() == 5 && a[1] == "raise") return raise(a[2], a[3], std::stoi(a[4]));
+  } catch (const std::exception& e) {
+    std::cerr << "peer: " << e.what() << '\n';
+    return 1;
+  }
+  std::cerr << "usage: see the comment at the top of tests/peer.cpp\n";
+  return 64;
+}

@@ -1,0 +1,77 @@
+// Shared test helpers: temporary directories, raw SQL on an SQLite file, child processes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eventq/eventq.h"
+
+namespace eventq::test {
+
+/// A fresh directory under $TMPDIR (or /tmp), removed with its content on destruction.
+class temp_dir {
+ public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  const std::string& path() const { return m_path; }
+  std::string file(const std::string& name) const { return m_path + "/" + name; }
+
+ private:
+  std::string m_path;
+};
+
+/// Log lines captured from a queue, for tests that check what was logged.
+struct log_capture {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  log_function function();
+  bool contains(const std::string& needle);
+};
+
+/// Options with short intervals suited to tests.
+options test_options(const std::string& instance, log_capture* logs = nullptr);
+
+/// Raw SQL on an SQLite file, bypassing the library (what an operator or a hostile writer does).
+void sqlite_exec(const std::string& path, const std::string& sql);
+std::int64_t sqlite_int(const std::string& path, const std::string& sql);
+std::string sqlite_text(const std::string& path, const std::string& sql);
+
+/// Polls `pred` until true or `timeout`; returns the last result.
+bool wait_until(const std::function<bool()>& pred,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+/// A child OS process.
+class child_process {
+ public:
+  /// Starts `argv[0]` with the arguments; stdout/stderr are inherited.
+  explicit child_process(const std::vector<std::string>& argv);
+  ~child_process();  // kills with SIGKILL if still running
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  /// Waits up to `timeout` for the exit; returns the exit status, or nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  void kill(int sig);
+  pid_t pid() const { return m_pid; }
+
+ private:
+  pid_t m_pid = -1;
+  bool m_reaped = false;
+};
+
+/// The test helper program (tests/peer.cpp).
+std::string peer_program();
+
+/// Reads a whole file ("" if missing).
+std::string read_file(const std::string& path);
+
+}  // namespace eventq::test
