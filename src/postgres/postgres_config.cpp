@@ -1,0 +1,195 @@
+#include "postgres/postgres_config.h"
+
+#include <cctype>
+#include <vector>
+
+#include "backends.h"
+#include "eventq/error.h"
+#include "eventq/postgres.h"
+#include "util.h"
+
+namespace eventq::postgres {
+
+namespace {
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool parse_switch(std::string_view value, const std::string& display, std::string_view key) {
+  auto v = lower(value);
+  if (v == "on" || v == "true" || v == "1") return true;
+  if (v == "off" || v == "false" || v == "0") return false;
+  throw error(errc::invalid_url, "database URL '" + display + "': " + std::string(key) +
+                                     " must be 'on' or 'off', not '" + std::string(value) + "'");
+}
+
+// postgresql://...?a=b&schema=x: takes eventq's parameters out of the query string.
+void parse_uri(std::string_view url, config& c) {
+  auto q = url.find('?');
+  std::string base(url.substr(0, q));
+  std::vector<std::string> kept;
+  bool has_timeout = false;
+  if (q != std::string_view::npos) {
+    std::string_view query = url.substr(q + 1);
+    while (!query.empty()) {
+      auto amp = query.find('&');
+      std::string_view item = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+      if (item.empty()) continue;
+      auto eq = item.find('=');
+      std::string_view key = item.substr(0, eq);
+      std::string_view value = eq == std::string_view::npos ? "" : item.substr(eq + 1);
+      if (key == "schema") {
+        c.schema = std::string(value);
+      } else if (key == "notify") {
+        c.notify = parse_switch(value, c.display, "notify");
+      } else {
+        if (key == "connect_timeout") has_timeout = true;
+        kept.emplace_back(item);
+      }
+    }
+  }
+  if (!has_timeout) kept.emplace_back("connect_timeout=10");
+  c.conninfo = base;
+  for (std::size_t i = 0; i < kept.size(); ++i) c.conninfo += (i == 0 ? "?" : "&") + kept[i];
+}
+
+// host=... dbname=... eventq_schema=x: libpq's keyword form, values optionally single-quoted.
+void parse_keywords(std::string_view s, config& c) {
+  std::size_t i = 0;
+  bool has_timeout = false;
+  std::string out;
+  auto bad = [&](const std::string& why) {
+    throw error(errc::invalid_url, "database URL '" + c.display + "': " + why +
+                                       "; expected libpq's \"host=... dbname=...\" form");
+  };
+  while (i < s.size()) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    if (i >= s.size()) break;
+    std::size_t start = i;
+    while (i < s.size() && s[i] != '=' && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    std::string key(s.substr(start, i - start));
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    if (i >= s.size() || s[i] != '=') bad("'" + key + "' has no '=value'");
+    ++i;
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    std::string value;
+    if (i < s.size() && s[i] == '\'') {
+      ++i;
+      bool closed = false;
+      while (i < s.size()) {
+        if (s[i] == '\\' && i + 1 < s.size()) {
+          value += s[i + 1];
+          i += 2;
+        } else if (s[i] == '\'') {
+          closed = true;
+          ++i;
+          break;
+        } else {
+          value += s[i++];
+        }
+      }
+      if (!closed) bad("the value of '" + key + "' has no closing quote");
+    } else {
+      while (i < s.size() && !std::isspace(static_cast<unsigned char>(s[i]))) {
+        if (s[i] == '\\' && i + 1 < s.size()) ++i;
+        value += s[i++];
+      }
+    }
+    std::string raw(s.substr(start, i - start));
+    if (key == "eventq_schema") {
+      c.schema = value;
+    } else if (key == "eventq_notify") {
+      c.notify = parse_switch(value, c.display, "eventq_notify");
+    } else {
+      if (key == "connect_timeout") has_timeout = true;
+      if (!out.empty()) out += ' ';
+      out += raw;
+    }
+  }
+  if (!has_timeout) out += out.empty() ? "connect_timeout=10" : " connect_timeout=10";
+  c.conninfo = out;
+}
+
+}  // namespace
+
+void check_schema_name(std::string_view schema, bool in_url) {
+  auto code = in_url ? errc::invalid_url : errc::invalid_argument;
+  bool ok = !schema.empty() && schema.size() <= 63 &&
+            !std::isdigit(static_cast<unsigned char>(schema[0]));
+  for (unsigned char ch : schema) ok = ok && (std::isalnum(ch) || ch == '_');
+  if (!ok) {
+    throw error(code, "PostgreSQL schema name '" + std::string(schema.substr(0, 80)) +
+                          "' is not a plain identifier: use letters, digits and '_' (not "
+                          "starting with a digit, at most 63 characters)");
+  }
+}
+
+std::string channel_of(std::string_view schema) { return "eventq_" + lower(schema); }
+
+config parse_url(std::string_view url) {
+  config c;
+  c.display = detail::redact_url(url);
+  c.schema = "public";
+  if (starts_with(url, "postgresql://") || starts_with(url, "postgres://")) {
+    parse_uri(url, c);
+  } else {
+    parse_keywords(url, c);
+  }
+  check_schema_name(c.schema, true);
+  return c;
+}
+
+std::string insert_statement(std::string_view schema, wake_up wake) {
+  check_schema_name(schema, false);
+  std::string s(schema);
+  std::string insert =
+      "INSERT INTO " + s +
+      ".EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, "
+      "Created) VALUES ($1, $2::json, $3, $4::boolean, $5::boolean, $6::timestamptz) "
+      "RETURNING Id";
+  if (wake == wake_up::none) return insert;
+  return "WITH eventq_row AS (" + insert + "), eventq_wake AS (SELECT pg_notify('" +
+         channel_of(schema) + "', '')) SELECT Id FROM eventq_row, eventq_wake";
+}
+
+std::array<std::string, 6> insert_parameters(const outgoing_event& event,
+                                             std::string_view instance_name,
+                                             std::size_t max_payload_bytes) {
+  auto check = [](std::string_view what, std::string_view name) {
+    if (name.empty() || name.size() > 200) {
+      throw error(errc::invalid_argument, std::string(what) + " must be 1 to 200 bytes long, not " +
+                                              std::to_string(name.size()));
+    }
+  };
+  check("event type", event.type);
+  check("instance name", instance_name);
+  if (event.data.size() > max_payload_bytes) {
+    throw error(errc::payload_too_large,
+                "event of type '" + event.type + "' has a " + std::to_string(event.data.size()) +
+                    "-byte payload; the limit is " + std::to_string(max_payload_bytes) +
+                    " bytes: send an identifier of what changed, not the data itself");
+  }
+  auto first = event.data.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || event.data[first] != '{') {
+    throw error(errc::invalid_argument,
+                "payload of event type '" + event.type + "' must be a JSON object");
+  }
+  bool local = event.mode != raise_mode::globally;
+  bool global = event.mode != raise_mode::locally;
+  return {event.type,
+          event.data,
+          std::string(instance_name),
+          local ? "true" : "false",
+          global ? "true" : "false",
+          detail::format_utc(std::chrono::system_clock::now()) + "+00"};
+}
+
+}  // namespace eventq::postgres

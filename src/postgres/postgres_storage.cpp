@@ -1,0 +1,581 @@
+// The PostgreSQL storage.
+//
+// Cursor: PgQ's snapshot method without its ticker. Every row carries Stamp, the id of the
+// transaction that raised it. A cursor is a snapshot (pg_snapshot text, "xmin:xmax:xip,...");
+// a read takes the current snapshot and delivers the rows visible in it that were not visible
+// in the cursor's, in (Stamp, Id) order. A transaction that commits late is in the cursor's
+// in-progress list (or beyond its xmax), so its rows arrive at a later read, never fall into a
+// hole as they would behind an `Id > last` cursor; and a long unrelated transaction holds
+// nobody up, as it would behind a cursor that waits for pg_snapshot_xmin.
+//
+// A backlog larger than one page is drained against a fixed target snapshot; meanwhile the
+// cursor reads "prev|target|stamp:id" (the last row delivered) and collapses back to the target
+// snapshot once the page is no longer full.
+#include "postgres/postgres_storage.h"
+
+#include <charconv>
+#include <pqxx/pqxx>
+#include <thread>
+#include <vector>
+
+#include "backends.h"
+#include "eventq/error.h"
+#include "eventq/postgres.h"
+#include "migrations.h"
+#include "util.h"
+
+namespace eventq::postgres {
+
+namespace {
+
+constexpr std::chrono::milliseconds k_listen_slice{40};
+constexpr std::chrono::seconds k_listen_retry{1};
+
+// ---- snapshots -------------------------------------------------------------------------------
+
+struct snapshot {
+  std::uint64_t xmin = 0, xmax = 0;
+  std::vector<std::uint64_t> xip;
+
+  bool sees(std::uint64_t xid) const {
+    if (xid < xmin) return true;
+    if (xid >= xmax) return false;
+    return !std::binary_search(xip.begin(), xip.end(), xid);
+  }
+  std::string text() const {
+    std::string s = std::to_string(xmin) + ":" + std::to_string(xmax) + ":";
+    for (std::size_t i = 0; i < xip.size(); ++i) s += (i ? "," : "") + std::to_string(xip[i]);
+    return s;
+  }
+};
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  std::uint64_t v = 0;
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// Accepts exactly what pg_snapshot's input accepts (and this library writes).
+std::optional<snapshot> parse_snapshot(std::string_view s) {
+  auto c1 = s.find(':');
+  if (c1 == std::string_view::npos) return std::nullopt;
+  auto c2 = s.find(':', c1 + 1);
+  if (c2 == std::string_view::npos) return std::nullopt;
+  snapshot snap;
+  auto xmin = parse_u64(s.substr(0, c1));
+  auto xmax = parse_u64(s.substr(c1 + 1, c2 - c1 - 1));
+  if (!xmin || !xmax || *xmin == 0 || *xmin > *xmax) return std::nullopt;
+  snap.xmin = *xmin;
+  snap.xmax = *xmax;
+  std::string_view rest = s.substr(c2 + 1);
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto x = parse_u64(rest.substr(0, comma));
+    if (!x || *x < snap.xmin || *x >= snap.xmax || (!snap.xip.empty() && *x <= snap.xip.back())) {
+      return std::nullopt;
+    }
+    snap.xip.push_back(*x);
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+    if (rest.empty()) return std::nullopt;
+  }
+  return snap;
+}
+
+struct parsed_cursor {
+  snapshot prev;
+  std::optional<snapshot> target;  // set while draining a backlog
+  std::uint64_t last_stamp = 0;
+  std::int64_t last_id = 0;
+};
+
+std::optional<parsed_cursor> parse_cursor(std::string_view s) {
+  parsed_cursor c;
+  auto bar = s.find('|');
+  if (bar == std::string_view::npos) {
+    auto snap = parse_snapshot(s);
+    if (!snap) return std::nullopt;
+    c.prev = std::move(*snap);
+    return c;
+  }
+  auto bar2 = s.find('|', bar + 1);
+  if (bar2 == std::string_view::npos) return std::nullopt;
+  auto prev = parse_snapshot(s.substr(0, bar));
+  auto target = parse_snapshot(s.substr(bar + 1, bar2 - bar - 1));
+  std::string_view last = s.substr(bar2 + 1);
+  auto colon = last.find(':');
+  if (!prev || !target || colon == std::string_view::npos) return std::nullopt;
+  auto stamp = parse_u64(last.substr(0, colon));
+  auto id = detail::parse_int64(last.substr(colon + 1));
+  if (!stamp || !id || target->xmax < prev->xmax) return std::nullopt;
+  c.prev = std::move(*prev);
+  c.target = std::move(*target);
+  c.last_stamp = *stamp;
+  c.last_id = *id;
+  return c;
+}
+
+std::string quoted_prefix(std::string_view s) {
+  return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+bool is_unavailable(const pqxx::sql_error& e) {
+  const std::string& state = e.sqlstate();
+  return state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0 || state == "53300";
+}
+
+// Converts the exception in flight into eventq::error. Call only from a catch block.
+[[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what) {
+  const std::string where = "PostgreSQL at '" + cfg.display + "'";
+  try {
+    throw;
+  } catch (const error&) {
+    throw;
+  } catch (const pqxx::in_doubt_error& e) {
+    throw error(errc::database_unavailable,
+                "the connection to " + where + " broke while committing (" + what +
+                    "): the transaction may or may not have been written; check EventQueue "
+                    "before retrying. The next call reconnects. (" +
+                    e.what() + ")");
+  } catch (const pqxx::broken_connection& e) {
+    throw error(errc::database_unavailable,
+                "cannot reach " + where + " while " + what + ": " + e.what() +
+                    " Check that the server is running and reachable; the next call "
+                    "reconnects.");
+  } catch (const pqxx::sql_error& e) {
+    if (is_unavailable(e)) {
+      throw error(errc::database_unavailable, where + " is unavailable while " + what +
+                                                  " (SQLSTATE " + e.sqlstate() + "): " + e.what() +
+                                                  " The next call reconnects.");
+    }
+    std::string hint;
+    if (e.sqlstate() == "42501") {
+      hint =
+          " Grant the connecting role USAGE and CREATE on the schema, or ask an operator "
+          "to run schema/postgres.sql.";
+    }
+    throw error(errc::database_error, where + " refused a statement while " + what + " (SQLSTATE " +
+                                          e.sqlstate() + "): " + e.what() + hint);
+  } catch (const std::exception& e) {
+    throw error(errc::database_error, where + ": " + what + " failed: " + e.what());
+  }
+}
+
+std::string created_text(std::chrono::system_clock::time_point t) {
+  return detail::format_utc(t) + "+00";
+}
+
+event_record to_record(const pqxx::row& row) {
+  event_record r;
+  r.id = row[0].as<std::int64_t>();
+  r.type = row[1].as<std::string>();
+  r.data = row[2].as<std::string>();
+  r.instance = row[3].as<std::string>();
+  bool local = row[4].as<bool>();
+  bool global = row[5].as<bool>();
+  r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
+  r.created =
+      std::chrono::system_clock::time_point(std::chrono::microseconds(row[6].as<std::int64_t>()));
+  return r;
+}
+
+}  // namespace
+
+// ---- connections -----------------------------------------------------------------------------
+
+class postgres_storage::listener final : public pqxx::notification_receiver {
+ public:
+  listener(pqxx::connection& c, const std::string& channel, std::atomic<bool>& flag)
+      : pqxx::notification_receiver(c, channel), m_flag(flag) {}
+  void operator()(const std::string&, int) override { m_flag = true; }
+
+ private:
+  std::atomic<bool>& m_flag;
+};
+
+postgres_storage::postgres_storage(config cfg, const options& opts)
+    : m_cfg(std::move(cfg)), m_logger(opts.logger) {
+  try {
+    auto c = connect("opening the queue");
+    migrate(*c);
+    m_writer = std::move(c);
+    if (m_cfg.notify) {
+      m_listen_conn = connect("listening");
+      m_listener = std::make_unique<listener>(*m_listen_conn, channel_of(m_cfg.schema), m_notified);
+    }
+  } catch (...) {
+    rethrow_as_error(m_cfg, "opening the queue");
+  }
+}
+
+postgres_storage::~postgres_storage() {
+  m_listener.reset();
+  m_listen_conn.reset();
+}
+
+void postgres_storage::log(log_level level, const std::string& message) const {
+  if (m_logger) m_logger(level, message);
+}
+
+std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
+  auto c = std::make_unique<pqxx::connection>(m_cfg.conninfo);
+  // set_variable: libpqxx re-applies these if it ever re-establishes the connection itself.
+  c->set_variable("client_min_messages", "warning");
+  c->set_variable("search_path", m_cfg.schema);
+  c->set_variable("application_name", std::string("'eventq ") + role + "'");
+  c->prepare("eventq_insert",
+             insert_statement(m_cfg.schema, m_cfg.notify ? wake_up::notify : wake_up::none));
+  c->prepare("eventq_now",
+             "SELECT pg_current_snapshot()::text, "
+             "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp')");
+  c->prepare("eventq_page",
+             "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
+             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, Stamp::text "
+             "FROM EventQueue "
+             "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
+             "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
+             "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
+             "AND pg_visible_in_snapshot(Stamp, $2::pg_snapshot) "
+             "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
+             "ORDER BY Stamp, Id LIMIT $5");
+  c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
+  c->prepare("eventq_set",
+             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
+             "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
+  c->prepare("eventq_delete",
+             "DELETE FROM EventQueue WHERE Id IN (SELECT Id FROM EventQueue "
+             "WHERE Created < $1::timestamptz ORDER BY Created LIMIT $2)");
+  return c;
+}
+
+void postgres_storage::migrate(pqxx::connection& c) {
+  const std::string& schema = m_cfg.schema;
+  pqxx::work tx(c);
+  // Serialises openers of this schema: the first migrates, the others then find it current.
+  tx.exec("SELECT pg_advisory_xact_lock(hashtext('eventq migrate ' || lower(" + tx.quote(schema) +
+          ")))");
+  auto exists =
+      tx.exec("SELECT 1 FROM pg_namespace WHERE nspname = lower(" + tx.quote(schema) + ")");
+  if (exists.empty()) tx.exec("CREATE SCHEMA " + schema);
+  tx.exec("SET LOCAL search_path TO " + schema);
+  tx.exec(
+      "CREATE TABLE IF NOT EXISTS EventQueueSchema (Version int PRIMARY KEY, "
+      "Description text NOT NULL, AppliedAt timestamptz NOT NULL DEFAULT now())");
+  int version = tx.exec1("SELECT coalesce(max(Version), 0) FROM EventQueueSchema")[0].as<int>();
+  auto all = detail::postgres_migrations();
+  int newest = all.empty() ? 0 : all.back().version;
+  if (version > newest) {
+    throw error(errc::schema_too_new,
+                "PostgreSQL schema '" + schema + "' at '" + m_cfg.display +
+                    "' has eventq schema version " + std::to_string(version) +
+                    " but this library knows versions up to " + std::to_string(newest) +
+                    ": upgrade the application (or the eventq command) to a newer eventq; "
+                    "nothing was changed");
+  }
+  for (const auto& m : all) {
+    if (m.version <= version) continue;
+    tx.exec(m.sql);
+    tx.exec("INSERT INTO EventQueueSchema (Version, Description) VALUES (" +
+            std::to_string(m.version) + ", " + tx.quote(std::string(m.name)) + ")");
+  }
+  tx.commit();
+}
+
+pqxx::connection& postgres_storage::writer() {
+  if (!m_writer || !m_writer->is_open()) m_writer = connect("writer");
+  return *m_writer;
+}
+
+pqxx::connection& postgres_storage::reader() {
+  if (!m_reader || !m_reader->is_open()) m_reader = connect("reader");
+  return *m_reader;
+}
+
+// Runs f(reader connection) under the read mutex. These calls are idempotent, so a connection
+// that broke while idle (server restarted since the last call) is replaced and f runs again.
+template <class F>
+auto postgres_storage::on_reader(const char* what, F&& f) {
+  std::lock_guard lk(m_read_mutex);
+  for (int attempt = 0;; ++attempt) {
+    bool reused = m_reader && m_reader->is_open();
+    try {
+      return f(reader());
+    } catch (const error&) {
+      throw;
+    } catch (const pqxx::broken_connection&) {
+      m_reader.reset();
+      if (reused && attempt == 0) continue;
+      rethrow_as_error(m_cfg, what);
+    } catch (const pqxx::sql_error& e) {
+      m_reader.reset();
+      if (reused && attempt == 0 && is_unavailable(e)) continue;
+      rethrow_as_error(m_cfg, what);
+    } catch (...) {
+      m_reader.reset();
+      rethrow_as_error(m_cfg, what);
+    }
+  }
+}
+
+// ---- writes ----------------------------------------------------------------------------------
+
+std::vector<std::int64_t> postgres_storage::append(std::span<const event_record> events) {
+  std::lock_guard lk(m_write_mutex);
+  for (int attempt = 0;; ++attempt) {
+    bool reused = m_writer && m_writer->is_open();
+    try {
+      std::vector<std::int64_t> ids;
+      ids.reserve(events.size());
+      pqxx::work tx(writer());
+      for (const auto& e : events) {
+        bool local = e.mode != raise_mode::globally;
+        bool global = e.mode != raise_mode::locally;
+        auto r = tx.exec_prepared("eventq_insert", e.type, e.data, e.instance,
+                                  std::string(local ? "true" : "false"),
+                                  std::string(global ? "true" : "false"), created_text(e.created));
+        ids.push_back(r.at(0).at(0).as<std::int64_t>());
+      }
+      tx.commit();
+      {
+        std::lock_guard w(m_wait_mutex);
+        m_changed = true;
+      }
+      m_wait_cv.notify_all();
+      return ids;
+    } catch (const error&) {
+      throw;
+    } catch (const pqxx::in_doubt_error&) {
+      m_writer.reset();
+      rethrow_as_error(m_cfg, "raising events");
+    } catch (const pqxx::broken_connection&) {
+      // Nothing was committed (a failed COMMIT is in_doubt_error): safe to try once more on a
+      // fresh connection when the old one had merely gone stale.
+      m_writer.reset();
+      if (reused && attempt == 0) continue;
+      rethrow_as_error(m_cfg, "raising events");
+    } catch (const pqxx::sql_error& e) {
+      m_writer.reset();
+      if (reused && attempt == 0 && is_unavailable(e)) continue;
+      rethrow_as_error(m_cfg, "raising events");
+    } catch (...) {
+      m_writer.reset();
+      rethrow_as_error(m_cfg, "raising events");
+    }
+  }
+}
+
+std::size_t postgres_storage::delete_older_than(std::chrono::system_clock::time_point cutoff,
+                                                std::size_t max_rows) {
+  std::lock_guard lk(m_write_mutex);
+  try {
+    pqxx::work tx(writer());
+    auto r =
+        tx.exec_prepared("eventq_delete", created_text(cutoff), static_cast<long long>(max_rows));
+    tx.commit();
+    return static_cast<std::size_t>(r.affected_rows());
+  } catch (const error&) {
+    throw;
+  } catch (...) {
+    m_writer.reset();
+    rethrow_as_error(m_cfg, "deleting old events");
+  }
+}
+
+// ---- cursors and reads -----------------------------------------------------------------------
+
+std::string postgres_storage::head_cursor() {
+  return on_reader("reading the current snapshot", [](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return tx.exec1("SELECT pg_current_snapshot()::text")[0].as<std::string>();
+  });
+}
+
+std::string postgres_storage::oldest_cursor() {
+  return on_reader("reading the oldest event", [](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto row = tx.exec1("SELECT pg_current_snapshot()::text, min(Stamp)::text FROM EventQueue");
+    auto now = parse_snapshot(row[0].c_str());
+    if (!now) throw error(errc::database_error, "unexpected snapshot " + row[0].as<std::string>());
+    // Sees every transaction older than the oldest row except those still running, so that
+    // every retained row and every later commit is new to it.
+    std::uint64_t m = now->xmin;
+    if (!row[1].is_null()) m = std::min(m, parse_u64(row[1].c_str()).value_or(m));
+    snapshot s;
+    s.xmin = std::min(m, now->xmin);
+    s.xmax = std::max(m, s.xmin);
+    for (auto x : now->xip) {
+      if (x >= s.xmin && x < s.xmax) s.xip.push_back(x);
+    }
+    return s.text();
+  });
+}
+
+std::optional<std::string> postgres_storage::load_cursor(std::string_view instance) {
+  return on_reader("loading a cursor", [&](pqxx::connection& c) -> std::optional<std::string> {
+    pqxx::nontransaction tx(c);
+    auto r = tx.exec_prepared("eventq_get", detail::cursor_key(instance));
+    if (r.empty() || r[0][0].is_null()) return std::nullopt;
+    return r[0][0].as<std::string>();
+  });
+}
+
+void postgres_storage::store_cursor(std::string_view instance, std::string_view cursor) {
+  on_reader("storing a cursor", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_prepared("eventq_set", detail::cursor_key(instance), std::string(cursor));
+    return 0;
+  });
+}
+
+read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
+  return on_reader("reading events", [&](pqxx::connection& c) {
+    read_result out;
+    // One snapshot for the whole read: the rows it sees are exactly those visible in `now`.
+    pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(c);
+    auto head = tx.exec_prepared("eventq_now").at(0);
+    std::string now_text = head[0].as<std::string>();
+    auto now = parse_snapshot(now_text);
+    if (!now) throw error(errc::database_error, "unexpected snapshot '" + now_text + "'");
+    auto cur = parse_cursor(cursor);
+    if (!cur) {
+      out.missed = "stored cursor " + quoted_prefix(cursor) +
+                   " is not a snapshot this library wrote (Properties edited?); continuing "
+                   "from the current snapshot " +
+                   now_text;
+      out.next_cursor = now_text;
+      return out;
+    }
+    std::uint64_t cursor_xmax = cur->target ? cur->target->xmax : cur->prev.xmax;
+    if (cursor_xmax > now->xmax) {
+      out.missed = "stored cursor " + quoted_prefix(cursor) +
+                   " is ahead of this database (it names transaction " +
+                   std::to_string(cursor_xmax) + ", the server is at " + std::to_string(now->xmax) +
+                   ": database restored from a backup, cluster changed, or Properties edited); "
+                   "continuing from the current snapshot " +
+                   now_text;
+      out.next_cursor = now_text;
+      return out;
+    }
+    bool paging = cur->target.has_value();
+    const snapshot& target = paging ? *cur->target : *now;
+    if (!paging && !head[1].is_null()) {
+      auto deleted = parse_u64(head[1].c_str());
+      if (deleted && !cur->prev.sees(*deleted)) {
+        out.missed =
+            "events raised after this instance's cursor were deleted before it "
+            "processed them (cleanup ran while it was down, or rows were deleted by "
+            "hand; the newest deleted one was raised by transaction " +
+            std::to_string(*deleted) + "); continuing from the oldest retained event";
+      }
+    }
+    std::string target_text = paging ? target.text() : now_text;
+    auto rows = tx.exec_prepared(
+        "eventq_page", cur->prev.text(), target_text, std::to_string(paging ? cur->last_stamp : 0),
+        static_cast<long long>(paging ? cur->last_id : 0), static_cast<long long>(limit));
+    for (const auto& row : rows) {
+      if (!row[4].as<bool>() && !row[5].as<bool>()) continue;  // addressed to nobody
+      out.events.push_back(to_record(row));
+    }
+    tx.commit();
+    if (rows.size() >= limit && !rows.empty()) {
+      const auto& last = rows[rows.size() - 1];
+      out.more = true;
+      out.next_cursor = cur->prev.text() + "|" + target_text + "|" + last[7].as<std::string>() +
+                        ":" + last[0].as<std::string>();
+    } else if (!paging && rows.empty() && !out.missed) {
+      out.next_cursor = std::string(cursor);  // nothing new: no need to store a new cursor
+    } else {
+      out.next_cursor = target_text;
+    }
+    return out;
+  });
+}
+
+// ---- wake-ups --------------------------------------------------------------------------------
+
+bool postgres_storage::ensure_listener() {
+  if (m_listener && m_listen_conn && m_listen_conn->is_open()) return true;
+  auto now = std::chrono::steady_clock::now();
+  if (now < m_next_listen_attempt) return false;
+  bool reconnect = m_listen_conn != nullptr;
+  m_listener.reset();
+  m_listen_conn.reset();
+  try {
+    m_listen_conn = connect("listening");
+    m_listener = std::make_unique<listener>(*m_listen_conn, channel_of(m_cfg.schema), m_notified);
+  } catch (const std::exception& e) {
+    m_listener.reset();
+    m_listen_conn.reset();
+    m_next_listen_attempt = now + k_listen_retry;
+    log(log_level::warning, "cannot listen for NOTIFY wake-ups on '" + m_cfg.display +
+                                "' (polling goes on; retrying in 1 s): " + e.what());
+    return false;
+  }
+  // Notifications sent while it was down are lost: report a change so the caller reads.
+  if (reconnect) m_notified = true;
+  return true;
+}
+
+bool postgres_storage::wait_for_change(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    {
+      std::unique_lock lk(m_wait_mutex);
+      if (m_interrupted) {
+        m_interrupted = false;
+        return false;
+      }
+      if (m_changed) {
+        m_changed = false;
+        return true;
+      }
+      if (m_notified.exchange(false)) return true;
+      auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return false;
+      auto slice = std::min<std::chrono::steady_clock::duration>(k_listen_slice, deadline - now);
+      if (!m_cfg.notify) {
+        m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; });
+        continue;
+      }
+      lk.unlock();
+      if (!ensure_listener()) {
+        lk.lock();
+        m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; });
+        continue;
+      }
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(slice).count();
+      try {
+        m_listen_conn->await_notification(0, static_cast<long>(us));
+      } catch (const std::exception& e) {
+        log(log_level::warning, "NOTIFY listener connection to '" + m_cfg.display +
+                                    "' failed (polling goes on; reconnecting): " + e.what());
+        m_listener.reset();
+        m_listen_conn.reset();
+        m_next_listen_attempt = std::chrono::steady_clock::now() + k_listen_retry;
+        m_notified = true;  // what was sent meanwhile is lost: have the caller read
+      }
+    }
+  }
+}
+
+void postgres_storage::interrupt() {
+  {
+    std::lock_guard lk(m_wait_mutex);
+    m_interrupted = true;
+  }
+  m_wait_cv.notify_all();
+}
+
+}  // namespace eventq::postgres
+
+namespace eventq::detail {
+
+std::unique_ptr<storage> open_postgres(std::string_view conninfo, const options& opts) {
+  return std::make_unique<postgres::postgres_storage>(postgres::parse_url(conninfo), opts);
+}
+
+}  // namespace eventq::detail

@@ -1,0 +1,72 @@
+// The PostgreSQL backend: one database shared by instances on many hosts.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <pqxx/connection>
+#include <string>
+
+#include "eventq/options.h"
+#include "eventq/storage.h"
+#include "postgres/postgres_config.h"
+
+namespace eventq::postgres {
+
+/// storage over a PostgreSQL schema. Three connections, each used by one thread at a time:
+/// the writer (raises, cleanup; guarded by a mutex), the reader (the poller's reads and cursor
+/// stores, head/oldest cursors; guarded by a mutex) and the listener (LISTEN, used only by
+/// wait_for_change(), i.e. the poller thread). A broken connection is dropped and opened again
+/// on the next call that needs it.
+class postgres_storage final : public storage {
+ public:
+  /// Connects, creates the schema if missing and applies pending migrations. Throws eventq::error.
+  postgres_storage(config cfg, const options& opts);
+  ~postgres_storage() override;
+
+  std::string_view backend_name() const override { return "postgresql"; }
+  std::vector<std::int64_t> append(std::span<const event_record> events) override;
+  std::string head_cursor() override;
+  std::string oldest_cursor() override;
+  std::optional<std::string> load_cursor(std::string_view instance) override;
+  void store_cursor(std::string_view instance, std::string_view cursor) override;
+  read_result read(std::string_view cursor, std::size_t limit) override;
+  std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
+                                std::size_t max_rows) override;
+  bool wait_for_change(std::chrono::milliseconds timeout) override;
+  void interrupt() override;
+
+ private:
+  class listener;
+  std::unique_ptr<pqxx::connection> connect(const char* role);
+  void migrate(pqxx::connection& c);
+  pqxx::connection& writer();  // REQUIRES: m_write_mutex held
+  pqxx::connection& reader();  // REQUIRES: m_read_mutex held
+  template <class F>
+  auto on_reader(const char* what, F&& f);
+  bool ensure_listener();
+  void log(log_level level, const std::string& message) const;
+
+  config m_cfg;
+  log_function m_logger;
+
+  std::mutex m_write_mutex;
+  std::unique_ptr<pqxx::connection> m_writer;
+
+  std::mutex m_read_mutex;
+  std::unique_ptr<pqxx::connection> m_reader;
+
+  // Poller thread only.
+  std::unique_ptr<pqxx::connection> m_listen_conn;
+  std::unique_ptr<listener> m_listener;
+  std::chrono::steady_clock::time_point m_next_listen_attempt{};
+
+  std::atomic<bool> m_notified{false};
+  std::mutex m_wait_mutex;
+  std::condition_variable m_wait_cv;
+  bool m_changed = false;
+  bool m_interrupted = false;
+};
+
+}  // namespace eventq::postgres
