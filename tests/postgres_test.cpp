@@ -128,6 +128,26 @@ TEST_CASE("a transaction that commits after a later one is delivered; Id > last 
   CHECK(naive.empty());  // the naive cursor never sees A: the bug the snapshot cursor avoids
 }
 
+TEST_CASE("start=oldest: retained rows, then a transaction that was running at open") {
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  eventq::queue a(url, test_options("a"));
+  auto conn_x = pg::connect(schema);
+  pqxx::work tx(*conn_x);
+  auto late = outbox_raise(tx, schema, "app", "t", R"({"n":"late"})");
+  auto early = a.raise_raw("t", {{"n", "early"}}, raise_mode::globally);
+  auto od = test_options("d");
+  od.start = eventq::start_position::oldest;
+  eventq::queue d(url, od);
+  inbox id;
+  auto sub = d.subscribe_all(id.handler());
+  CHECK(d.poll_once() == 1);
+  tx.commit();
+  CHECK(d.poll_once() == 1);
+  CHECK(id.snapshot() == std::vector<std::int64_t>{early, late});
+  CHECK(d.stats().missed == 0);
+}
+
 TEST_CASE("a long unrelated write transaction does not stall delivery") {
   auto schema = pg::fresh_schema();
   auto url = pg::url_with_schema(schema);
@@ -260,6 +280,13 @@ TEST_CASE("server restart mid-stream: raises fail clearly, nothing committed is 
   inbox ib;
   auto sub = b.subscribe_all(ib.handler());
   b.start();
+  // Polls rarely: after the restart, only a reconnected LISTEN delivers quickly.
+  auto oc = test_options("c", &logs);
+  oc.poll_interval = 10s;
+  eventq::queue c(url, oc);
+  inbox ic;
+  auto sc = c.subscribe_raw("late", ic.handler());
+  c.start();
 
   const int total = 200;
   std::atomic<int> acked{0};
@@ -304,9 +331,15 @@ TEST_CASE("server restart mid-stream: raises fail clearly, nothing committed is 
   CHECK(b.running());
   CHECK(b.stats().poll_errors > 0);
   b.stop();
+  std::this_thread::sleep_for(1500ms);  // the listener retries once a second
+  auto t0 = std::chrono::steady_clock::now();
+  a.raise_raw("late", nlohmann::json::object(), raise_mode::globally);
+  CHECK(eventq::test::wait_until([&] { return ic.size() == 1; }, 15s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  c.stop();
   // Every committed row reached b (duplicates allowed only for an in-doubt commit).
   std::set<std::int64_t> delivered(ib.ids.begin(), ib.ids.end());
-  auto rows = std::stoll(pg::text(schema, "SELECT count(*) FROM EventQueue"));
+  auto rows = std::stoll(pg::text(schema, "SELECT count(*) FROM EventQueue WHERE EventType = 't'"));
   CHECK(static_cast<std::int64_t>(delivered.size()) == rows);
 }
 

@@ -403,7 +403,7 @@ std::string postgres_storage::oldest_cursor() {
     // Sees every transaction older than the oldest row except those still running, so that
     // every retained row and every later commit is new to it.
     std::uint64_t m = now->xmin;
-    if (!row[1].is_null()) m = std::min(m, parse_u64(row[1].c_str()).value_or(m));
+    if (!row[1].is_null()) m = parse_u64(row[1].c_str()).value_or(m);
     snapshot s;
     s.xmin = std::min(m, now->xmin);
     s.xmax = std::max(m, s.xmin);

@@ -1,0 +1,98 @@
+-- eventq schema for PostgreSQL, version 1: the whole current schema, for operators.
+--
+-- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
+-- opens, under an advisory lock so that many instances starting at once migrate once; the
+-- history is in EventQueueSchema). Everything lives in one schema, `public` unless the queue URL
+-- says `?schema=NAME` (libpq keyword form: `eventq_schema=NAME`). Names are unquoted, so the
+-- queries below are the same as on SQLite; in psql first run:  SET search_path TO <schema>;
+--
+-- To create it by hand (e.g. when the application's role may not create tables), run this file
+-- with search_path set to the target schema, then record the version:
+--   INSERT INTO EventQueueSchema (Version, Description) VALUES (1, '0001_initial');
+
+-- Which migrations were applied, and when. The schema version is max(Version).
+CREATE TABLE EventQueueSchema (
+  Version     int PRIMARY KEY,
+  Description text NOT NULL,
+  AppliedAt   timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per raised event. Rows are only inserted by raisers and deleted by cleanup.
+CREATE TABLE EventQueue (
+  -- Unique and never reused, but NOT commit order: two raising transactions can commit in the
+  -- opposite order of their Ids, so no reader may use "Id > last seen" as its cursor.
+  Id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  -- The event type name an application registered ("page.changed").
+  EventType     text        NOT NULL,
+  -- The payload: a JSON object. json, not jsonb: the text is kept exactly as raised.
+  InstanceData  json        NOT NULL,
+  -- The instance that raised it (options::instance_name).
+  InstanceName  text        NOT NULL,
+  -- true: delivered to the raising instance itself.
+  RaiseLocally  boolean     NOT NULL,
+  -- true: delivered to every other instance.
+  RaiseGlobally boolean     NOT NULL,
+  -- The id of the transaction that raised it. Instances read by snapshot: a poll delivers the
+  -- rows whose Stamp is visible in the current snapshot and was not in the previous one
+  -- (pg_visible_in_snapshot), so a transaction that commits late lands in a later poll.
+  Stamp         xid8        NOT NULL DEFAULT pg_current_xact_id(),
+  -- When it was raised (compare with now() - interval '1 day').
+  Created       timestamptz NOT NULL DEFAULT now()
+);
+-- Reads scan a Stamp range in (Stamp, Id) order; cleanup deletes by age.
+CREATE INDEX EventQueue_Stamp ON EventQueue (Stamp, Id);
+CREATE INDEX EventQueue_Created ON EventQueue (Created);
+
+-- Key/value settings.
+--   EQStamp_<instance>: that instance's cursor, a snapshot 'xmin:xmax:in-progress,...' (every
+--     event whose Stamp is visible in it was processed). While it drains a backlog page by page
+--     it reads 'snapshot|target snapshot|stamp:id' (the last event processed).
+--   EQDeletedStamp: the highest Stamp ever deleted (kept by the triggers below). An instance
+--     whose cursor does not see it lost events to cleanup and reports Missed.
+CREATE TABLE Properties (
+  Key   text PRIMARY KEY,
+  Value text NOT NULL
+);
+
+-- Deleting rows (cleanup, or by hand) records the highest deleted Stamp.
+CREATE FUNCTION eventq_record_deleted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+  INSERT INTO Properties (Key, Value)
+    SELECT 'EQDeletedStamp', max(Stamp)::text FROM eventq_deleted HAVING count(*) > 0
+  ON CONFLICT (Key) DO UPDATE
+    SET Value = greatest(Properties.Value::xid8, EXCLUDED.Value::xid8)::text;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER EventQueue_Deleted AFTER DELETE ON EventQueue
+  REFERENCING OLD TABLE AS eventq_deleted
+  FOR EACH STATEMENT EXECUTE FUNCTION eventq_record_deleted();
+
+-- TRUNCATE: every instance reports Missed once (it cannot tell what it had processed).
+CREATE FUNCTION eventq_record_truncated() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+  INSERT INTO Properties (Key, Value) VALUES ('EQDeletedStamp', pg_current_xact_id()::text)
+  ON CONFLICT (Key) DO UPDATE
+    SET Value = greatest(Properties.Value::xid8, EXCLUDED.Value::xid8)::text;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER EventQueue_Truncated AFTER TRUNCATE ON EventQueue
+  FOR EACH STATEMENT EXECUTE FUNCTION eventq_record_truncated();
+
+-- Wake-ups: a raise runs pg_notify('eventq_<schema>', '') in its transaction (sent at commit,
+-- payload empty: the event itself is always read from the table). URL `notify=off` disables it.
+--
+-- Queries an operator runs:
+--   Newest events:
+--     SELECT Id, EventType, InstanceName, Stamp, Created FROM EventQueue ORDER BY Id DESC LIMIT 20;
+--   Each instance's cursor and how many events it has not processed yet:
+--     SELECT substr(p.Key, 9) AS Instance, p.Value AS Cursor,
+--            (SELECT count(*) FROM EventQueue e WHERE NOT pg_visible_in_snapshot(e.Stamp,
+--               split_part(p.Value, '|', 1)::pg_snapshot)) AS Behind
+--     FROM Properties p WHERE p.Key LIKE 'EQStamp\_%';
+--   Rows per type:
+--     SELECT EventType, count(*), min(Created), max(Created) FROM EventQueue GROUP BY EventType;
+--   Transactions still running that raised events (their rows appear when they commit):
+--     SELECT pid, backend_xid, xact_start, state FROM pg_stat_activity
+--     WHERE backend_xid IS NOT NULL ORDER BY xact_start;
