@@ -36,8 +36,9 @@ std::unique_ptr<storage> open_storage(std::string_view url, const options& opts)
     }
     return std::make_unique<sqlite::sqlite_storage>(std::string(path), opts);
   }
-  bool is_pg = starts_with(url, "postgresql://") || starts_with(url, "postgres://") ||
-               (url.find('=') != std::string_view::npos && url.find("://") == std::string_view::npos);
+  bool is_pg =
+      starts_with(url, "postgresql://") || starts_with(url, "postgres://") ||
+      (url.find('=') != std::string_view::npos && url.find("://") == std::string_view::npos);
   if (is_pg) {
 #ifdef EVENTQ_HAVE_POSTGRES
     return open_postgres(url, opts);

@@ -45,8 +45,11 @@ void dispatcher::remove(std::uint64_t id) noexcept {
     };
     bool found = drop(t->all) || drop(t->missed);
     for (auto it = t->by_type.begin(); !found && it != t->by_type.end(); ++it) {
-      found = drop(it->second);
-      if (found && it->second.empty()) t->by_type.erase(it);
+      if (drop(it->second)) {
+        found = true;
+        if (it->second.empty()) t->by_type.erase(it);
+        break;
+      }
     }
     if (!found) return;
     m_table = std::move(t);
@@ -91,8 +94,8 @@ bool dispatcher::invoke(const entry& e, const event_record& row, const nlohmann:
   } catch (const error& ex) {
     if (ex.code() == errc::decode_failed) {
       out.undecodable = true;
-      log(log_level::error, "event " + std::to_string(row.id) + " skipped for one handler: " +
-                                ex.what());
+      log(log_level::error,
+          "event " + std::to_string(row.id) + " skipped for one handler: " + ex.what());
       return false;
     }
     ++out.handler_errors;

@@ -29,9 +29,9 @@ class dispatcher {
 
   /// What happened to one row.
   struct outcome {
-    bool delivered = false;          ///< at least one handler ran without throwing
-    bool unknown_type = false;       ///< no handler wanted it
-    bool undecodable = false;        ///< JSON did not parse, or a typed decode failed
+    bool delivered = false;     ///< at least one handler ran without throwing
+    bool unknown_type = false;  ///< no handler wanted it
+    bool undecodable = false;   ///< JSON did not parse, or a typed decode failed
     std::uint64_t handler_errors = 0;
   };
 
@@ -70,8 +70,7 @@ class dispatcher {
   std::shared_ptr<const table> snapshot() const;
   void log(log_level level, const std::string& msg) const;
   /// Calls one handler; returns false if it threw (logged).
-  bool invoke(const entry& e, const event_record& row, const nlohmann::json& data,
-              outcome& out);
+  bool invoke(const entry& e, const event_record& row, const nlohmann::json& data, outcome& out);
 
   log_function m_log;
   mutable std::mutex m_table_mutex;

@@ -6,9 +6,9 @@
 namespace eventq::detail {
 
 struct migration {
-  int version;              ///< the file's number: applied in increasing order
-  const char* name;         ///< the file name without .sql, recorded in EventQueueSchema
-  const char* sql;          ///< the statements
+  int version;       ///< the file's number: applied in increasing order
+  const char* name;  ///< the file name without .sql, recorded in EventQueueSchema
+  const char* sql;   ///< the statements
 };
 
 std::span<const migration> sqlite_migrations();

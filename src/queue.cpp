@@ -14,26 +14,40 @@ namespace eventq {
 
 std::string_view to_string(errc code) noexcept {
   switch (code) {
-    case errc::invalid_argument: return "invalid_argument";
-    case errc::invalid_url: return "invalid_url";
-    case errc::payload_too_large: return "payload_too_large";
-    case errc::encode_failed: return "encode_failed";
-    case errc::decode_failed: return "decode_failed";
-    case errc::database_unavailable: return "database_unavailable";
-    case errc::database_error: return "database_error";
-    case errc::schema_too_new: return "schema_too_new";
-    case errc::schema_invalid: return "schema_invalid";
-    case errc::instance_name_in_use: return "instance_name_in_use";
-    case errc::closed: return "closed";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::invalid_url:
+      return "invalid_url";
+    case errc::payload_too_large:
+      return "payload_too_large";
+    case errc::encode_failed:
+      return "encode_failed";
+    case errc::decode_failed:
+      return "decode_failed";
+    case errc::database_unavailable:
+      return "database_unavailable";
+    case errc::database_error:
+      return "database_error";
+    case errc::schema_too_new:
+      return "schema_too_new";
+    case errc::schema_invalid:
+      return "schema_invalid";
+    case errc::instance_name_in_use:
+      return "instance_name_in_use";
+    case errc::closed:
+      return "closed";
   }
   return "unknown";
 }
 
 std::string_view to_string(raise_mode mode) noexcept {
   switch (mode) {
-    case raise_mode::locally: return "locally";
-    case raise_mode::globally: return "globally";
-    case raise_mode::both: return "both";
+    case raise_mode::locally:
+      return "locally";
+    case raise_mode::globally:
+      return "globally";
+    case raise_mode::both:
+      return "both";
   }
   return "unknown";
 }
@@ -44,9 +58,10 @@ constexpr std::size_t k_max_name_bytes = 200;
 
 void check_name(std::string_view what, std::string_view name) {
   if (name.empty()) {
-    throw error(errc::invalid_argument, std::string(what) + " is empty: give every instance a "
-                                                            "stable, unique name such as "
-                                                            "\"web-01\"");
+    throw error(errc::invalid_argument, std::string(what) +
+                                            " is empty: give every instance a "
+                                            "stable, unique name such as "
+                                            "\"web-01\"");
   }
   if (name.size() > k_max_name_bytes) {
     throw error(errc::invalid_argument, std::string(what) + " is " + std::to_string(name.size()) +
@@ -142,7 +157,8 @@ struct queue::impl {
   std::atomic<std::int64_t> last_poll_us{0};
 
   impl(std::unique_ptr<storage> s, options o)
-      : opts(std::move(o)), store(std::move(s)),
+      : opts(std::move(o)),
+        store(std::move(s)),
         disp(std::make_shared<detail::dispatcher>(opts.logger)) {
     if (!store) throw error(errc::invalid_argument, "queue: the storage backend is null");
     auto stored = store->load_cursor(opts.instance_name);
@@ -159,9 +175,12 @@ struct queue::impl {
 
   bool targets_me(const event_record& r) const {
     switch (r.mode) {
-      case raise_mode::both: return true;
-      case raise_mode::globally: return r.instance != opts.instance_name;
-      case raise_mode::locally: return r.instance == opts.instance_name;
+      case raise_mode::both:
+        return true;
+      case raise_mode::globally:
+        return r.instance != opts.instance_name;
+      case raise_mode::locally:
+        return r.instance == opts.instance_name;
     }
     return false;
   }
@@ -220,9 +239,9 @@ struct queue::impl {
       }
     } while (page.more && keep_going());
     delivered += count;
-    last_poll_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                       std::chrono::steady_clock::now() - t0)
-                       .count();
+    last_poll_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
     return count;
   }
 

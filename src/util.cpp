@@ -68,8 +68,6 @@ std::optional<std::int64_t> parse_int64(std::string_view text) {
   return v;
 }
 
-std::string cursor_key(std::string_view instance) {
-  return "EQStamp_" + std::string(instance);
-}
+std::string cursor_key(std::string_view instance) { return "EQStamp_" + std::string(instance); }
 
 }  // namespace eventq::detail

@@ -139,7 +139,8 @@ inline void run_contract_suite(backend_fixture& f) {
     std::vector<std::int64_t> ids;
     for (int chunk = 0; chunk < 10; ++chunk) {
       batch events;
-      for (int i = 0; i < 100; ++i) events.add(page_changed{chunk * 100 + i, "a"}, raise_mode::both);
+      for (int i = 0; i < 100; ++i)
+        events.add(page_changed{chunk * 100 + i, "a"}, raise_mode::both);
       auto part = a.raise(events);
       ids.insert(ids.end(), part.begin(), part.end());
     }
@@ -256,16 +257,14 @@ inline void run_contract_suite(backend_fixture& f) {
     for (int i = 0; i < 10; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
     CHECK(a.cleanup(std::chrono::hours(1)) == 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
-    CHECK(a.cleanup(std::chrono::seconds(0)) == 10);  // several batches of 3
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 10);            // several batches of 3
     CHECK(a.cleanup() == 0);
   }
 
   SUBCASE("rows deleted behind a cursor raise Missed once, then delivery continues") {
     queue a(url, test_options("a"));
     std::int64_t later = 0;
-    {
-      queue b(url, test_options("b"));
-    }
+    { queue b(url, test_options("b")); }
     for (int i = 0; i < 3; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
     f.exec(url, "DELETE FROM EventQueue");
     later = a.raise_raw("t", {{"n", 3}}, raise_mode::globally);
@@ -284,11 +283,10 @@ inline void run_contract_suite(backend_fixture& f) {
   }
 
   SUBCASE("a garbage cursor in Properties raises Missed and the instance recovers") {
-    {
-      queue b(url, test_options("b"));
-    }
-    f.exec(url, "UPDATE Properties SET Value = 'garbage; DROP TABLE EventQueue' "
-                "WHERE Key = 'EQStamp_b'");
+    { queue b(url, test_options("b")); }
+    f.exec(url,
+           "UPDATE Properties SET Value = 'garbage; DROP TABLE EventQueue' "
+           "WHERE Key = 'EQStamp_b'");
     queue a(url, test_options("a"));
     queue b(url, test_options("b"));
     int missed = 0;
@@ -366,8 +364,7 @@ inline void run_contract_suite(backend_fixture& f) {
     CHECK_THROWS_AS(a.raise(mixed), eventq::error);  // all or nothing
     CHECK_THROWS_AS(a.raise_raw("t", nlohmann::json::array({1, 2}), raise_mode::globally),
                     eventq::error);
-    CHECK_THROWS_AS(a.raise_raw("", nlohmann::json::object(), raise_mode::globally),
-                    eventq::error);
+    CHECK_THROWS_AS(a.raise_raw("", nlohmann::json::object(), raise_mode::globally), eventq::error);
     CHECK(b.poll_once() == 0);
     CHECK(ib.size() == 0);
   }

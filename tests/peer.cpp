@@ -33,9 +33,12 @@ std::int64_t mono_ns() {
 
 eventq::raise_mode mode_of(int seq) {
   switch (seq % 3) {
-    case 0: return eventq::raise_mode::globally;
-    case 1: return eventq::raise_mode::locally;
-    default: return eventq::raise_mode::both;
+    case 0:
+      return eventq::raise_mode::globally;
+    case 1:
+      return eventq::raise_mode::locally;
+    default:
+      return eventq::raise_mode::both;
   }
 }
 
@@ -143,7 +146,8 @@ int raise(const std::string& url, const std::string& name, int n) {
 int main(int argc, char** argv) {
   std::vector<std::string> a(argv, argv + argc);
   try {
-    if (a.size() == 7 && a[1] == "stress") return stress(a[2], a[3], std::stoi(a[4]), std::stoi(a[5]), a[6]);
+    if (a.size() == 7 && a[1] == "stress")
+      return stress(a[2], a[3], std::stoi(a[4]), std::stoi(a[5]), a[6]);
     if (a.size() == 5 && a[1] == "consume") return consume(a[2], a[3], a[4]);
     if (a.size() == 6 && a[1] == "latency") return latency(a[2], a[3], std::stoi(a[4]), a[5]);
     if (a.size() == 5 && a[1] == "raise") return raise(a[2], a[3], std::stoi(a[4]));

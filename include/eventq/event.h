@@ -22,10 +22,10 @@ std::string_view to_string(raise_mode mode) noexcept;
 
 /// One event as stored and as read back: a row of EventQueue. Plain data; copy freely.
 struct event_record {
-  std::int64_t id = 0;    ///< EventQueue.Id: unique, never reused, increasing in raise order
-  std::string type;       ///< EventQueue.EventType
-  std::string data;       ///< EventQueue.InstanceData: the JSON text exactly as stored
-  std::string instance;   ///< EventQueue.InstanceName: the raising instance
+  std::int64_t id = 0;   ///< EventQueue.Id: unique, never reused, increasing in raise order
+  std::string type;      ///< EventQueue.EventType
+  std::string data;      ///< EventQueue.InstanceData: the JSON text exactly as stored
+  std::string instance;  ///< EventQueue.InstanceName: the raising instance
   raise_mode mode = raise_mode::globally;
   std::chrono::system_clock::time_point created;  ///< EventQueue.Created (UTC)
 };

@@ -115,9 +115,9 @@ class queue {
   /// takes `const T&`, or `const T&, const event_record&` to see the row too.
   template <class T, class F>
   subscription subscribe(F handler) {
-    static_assert(std::is_invocable_v<F&, const T&, const event_record&> ||
-                      std::is_invocable_v<F&, const T&>,
-                  "handler must be callable as f(const T&) or f(const T&, const event_record&)");
+    static_assert(
+        std::is_invocable_v<F&, const T&, const event_record&> || std::is_invocable_v<F&, const T&>,
+        "handler must be callable as f(const T&) or f(const T&, const event_record&)");
     return subscribe_raw(
         std::string(event_type_name<T>()),
         [h = std::move(handler)](const event_record& row, const nlohmann::json& data) mutable {
@@ -180,7 +180,7 @@ class queue {
       return data.get<T>();
     } catch (const nlohmann::json::exception& e) {
       throw error(errc::decode_failed, "cannot decode event " + std::to_string(row.id) +
-                                              " of type '" + row.type + "': " + e.what());
+                                           " of type '" + row.type + "': " + e.what());
     }
   }
 

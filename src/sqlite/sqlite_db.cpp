@@ -43,8 +43,8 @@ void connection::exec(std::string_view sql) {
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
     errc code = is_open_failure(rc) ? errc::database_unavailable : errc::database_error;
-    throw error(code, "SQLite database '" + m_path + "': " + msg + " (while running: " +
-                          text.substr(0, 80) + ")");
+    throw error(code, "SQLite database '" + m_path + "': " + msg +
+                          " (while running: " + text.substr(0, 80) + ")");
   }
 }
 
@@ -56,8 +56,8 @@ void connection::fail(int rc, std::string_view what) const {
   } else if ((rc & 0xff) == SQLITE_FULL) {
     hint = " (the disk is full)";
   }
-  throw error(code, "SQLite database '" + m_path + "': " + std::string(what) + " failed: " +
-                        sqlite3_errmsg(m_db.get()) + hint);
+  throw error(code, "SQLite database '" + m_path + "': " + std::string(what) +
+                        " failed: " + sqlite3_errmsg(m_db.get()) + hint);
 }
 
 statement::statement(connection& conn, std::string_view sql) : m_conn(&conn), m_sql(sql) {

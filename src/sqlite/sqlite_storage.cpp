@@ -48,10 +48,10 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
   m_select_min = std::make_unique<statement>(m_reader, "SELECT min(Id) FROM EventQueue");
   m_get_property =
       std::make_unique<statement>(m_reader, "SELECT Value FROM Properties WHERE Key = ?1");
-  m_set_property = std::make_unique<statement>(
-      m_reader,
-      "INSERT INTO Properties (Key, Value) VALUES (?1, ?2) "
-      "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
+  m_set_property =
+      std::make_unique<statement>(m_reader,
+                                  "INSERT INTO Properties (Key, Value) VALUES (?1, ?2) "
+                                  "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
   m_data_version = std::make_unique<statement>(m_reader, "PRAGMA data_version");
   data_version_changed();  // records the starting value
 
@@ -208,7 +208,9 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
     r.type = s.text(1);
     r.data = s.text(2);
     r.instance = s.text(3);
-    r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
+    r.mode = local && global ? raise_mode::both
+             : local         ? raise_mode::locally
+                             : raise_mode::globally;
     r.created = detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point{});
     out.events.push_back(std::move(r));
   }
@@ -219,7 +221,8 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
       out.missed = "stored cursor " + std::to_string(cur) + " is ahead of the newest event Id " +
                    std::to_string(seq) +
                    " (database restored from a backup, replaced, or Properties edited); "
-                   "continuing from Id " + std::to_string(seq);
+                   "continuing from Id " +
+                   std::to_string(seq);
       last = seq;
     } else if (cur < seq) {
       out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(seq) +
