@@ -447,6 +447,15 @@ TEST_CASE("torture: 8 raisers with rollbacks, 3 consumer processes, 50000 events
     std::set<std::int64_t> seen(got.begin(), got.end());
     INFO("consumer c" << i);
     CHECK(got.size() == seen.size());  // no duplicates without a crash
+    if (got.size() != seen.size()) {
+      std::map<std::int64_t, int> count;
+      std::string dupes;
+      for (auto id : got) ++count[id];
+      for (auto& [id, c] : count) {
+        if (c > 1 && dupes.size() < 400) dupes += std::to_string(id) + "x" + std::to_string(c) + " ";
+      }
+      MESSAGE("delivered more than once: " << dupes);
+    }
     CHECK(seen == committed);
   }
 }
