@@ -452,7 +452,8 @@ TEST_CASE("torture: 8 raisers with rollbacks, 3 consumer processes, 50000 events
       std::string dupes;
       for (auto id : got) ++count[id];
       for (auto& [id, c] : count) {
-        if (c > 1 && dupes.size() < 400) dupes += std::to_string(id) + "x" + std::to_string(c) + " ";
+        if (c > 1 && dupes.size() < 400)
+          dupes += std::to_string(id) + "x" + std::to_string(c) + " ";
       }
       MESSAGE("delivered more than once: " << dupes);
     }
