@@ -84,4 +84,21 @@ class write_transaction {
   bool m_done = false;
 };
 
+/// BEGIN (deferred) ... COMMIT around reads, so that several statements see one snapshot.
+/// Ends in the destructor; a failed COMMIT of a read-only transaction is rolled back.
+class read_transaction {
+ public:
+  explicit read_transaction(connection& conn) : m_conn(conn) { m_conn.exec("BEGIN"); }
+  ~read_transaction() {
+    if (sqlite3_exec(m_conn.get(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      sqlite3_exec(m_conn.get(), "ROLLBACK", nullptr, nullptr, nullptr);  // nothing was written
+    }
+  }
+  read_transaction(const read_transaction&) = delete;
+  read_transaction& operator=(const read_transaction&) = delete;
+
+ private:
+  connection& m_conn;
+};
+
 }  // namespace eventq::sqlite

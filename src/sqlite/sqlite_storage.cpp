@@ -153,6 +153,7 @@ std::string sqlite_storage::head_cursor() {
 
 std::string sqlite_storage::oldest_cursor() {
   std::lock_guard lk(m_read_mutex);
+  read_transaction snapshot(m_reader);  // min(Id) and the sequence from one snapshot
   m_select_min->step();
   bool empty = m_select_min->is_null(0);
   std::int64_t min_id = m_select_min->int64(0);
@@ -176,6 +177,9 @@ void sqlite_storage::store_cursor(std::string_view instance, std::string_view cu
 
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::lock_guard lk(m_read_mutex);
+  // One snapshot for the page and the sequence check below: were they separate, a commit
+  // between them would look like deleted rows and the cursor would jump over it.
+  read_transaction snapshot(m_reader);
   read_result out;
   auto parsed = detail::parse_int64(cursor);
   std::int64_t cur;
