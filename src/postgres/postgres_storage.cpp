@@ -169,6 +169,9 @@ std::string created_text(std::chrono::system_clock::time_point t) {
   return detail::format_utc(t) + "+00";
 }
 
+// Empty means unsigned: stored as NULL, as a row written by other means would be.
+const char* nullable(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
+
 event_record to_record(const pqxx::row& row) {
   event_record r;
   r.id = row[0].as<std::int64_t>();
@@ -180,6 +183,9 @@ event_record to_record(const pqxx::row& row) {
   r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
   r.created =
       std::chrono::system_clock::time_point(std::chrono::microseconds(row[6].as<std::int64_t>()));
+  // NULL (unsigned) reads as "".
+  if (!row[8].is_null()) r.key_id = row[8].as<std::string>();
+  if (!row[9].is_null()) r.signature = row[9].as<std::string>();
   return r;
 }
 
@@ -234,7 +240,8 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp')");
   c->prepare("eventq_page",
              "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
-             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, Stamp::text "
+             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, Stamp::text, KeyId, "
+             "Signature "
              "FROM EventQueue "
              "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
              "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
@@ -243,6 +250,8 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
              "ORDER BY Stamp, Id LIMIT $5");
   c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
+  c->prepare("eventq_insert_property",
+             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
   c->prepare("eventq_set",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
              "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
@@ -336,7 +345,8 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
         bool global = e.mode != raise_mode::locally;
         auto r = tx.exec_prepared("eventq_insert", e.type, e.data, e.instance,
                                   std::string(local ? "true" : "false"),
-                                  std::string(global ? "true" : "false"), created_text(e.created));
+                                  std::string(global ? "true" : "false"), created_text(e.created),
+                                  nullable(e.key_id), nullable(e.signature));
         ids.push_back(r.at(0).at(0).as<std::int64_t>());
       }
       tx.commit();
@@ -428,6 +438,23 @@ void postgres_storage::store_cursor(std::string_view instance, std::string_view 
     pqxx::nontransaction tx(c);
     tx.exec_prepared("eventq_set", detail::cursor_key(instance), std::string(cursor));
     return 0;
+  });
+}
+
+std::string postgres_storage::get_or_insert_property(std::string_view key, std::string_view value) {
+  return on_reader("storing a property", [&](pqxx::connection& c) {
+    // Read committed: the SELECT, a statement of its own, sees a row that a concurrent opener
+    // committed after our INSERT found it there and did nothing.
+    pqxx::work tx(c);
+    tx.exec_prepared("eventq_insert_property", std::string(key), std::string(value));
+    auto r = tx.exec_prepared("eventq_get", std::string(key));
+    if (r.empty() || r[0][0].is_null()) {
+      throw error(errc::database_error,
+                  "Properties '" + std::string(key) + "' vanished right after it was stored");
+    }
+    auto stored = r[0][0].as<std::string>();
+    tx.commit();
+    return stored;
   });
 }
 
