@@ -4,14 +4,16 @@
 //   peer stress  URL NAME N PEERS OUT   raise N events (mixed flags) while polling; stop once
 //                                       the "done" marker of all PEERS arrived; write received
 //                                       "from seq id" lines to OUT
-//   peer consume URL NAME OUT           append each received id to OUT (flushed per event)
-//                                       until a "stop" event arrives
+//   peer consume URL NAME OUT [US]      append each received id to OUT (flushed per event)
+//                                       until a "stop" event arrives; US: handler sleeps that
+//                                       many microseconds per event (a consumer that lags)
 //   peer latency URL NAME COUNT OUT     receive COUNT "ping" events and write, per event, the
 //                                       microseconds from the raiser's clock stamp to the handler
 //   peer raise   URL NAME N             raise N "tick" events globally
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -86,7 +88,7 @@ int stress(const std::string& url, const std::string& name, int n, int peers,
   return 0;
 }
 
-int consume(const std::string& url, const std::string& name, const std::string& out) {
+int consume(const std::string& url, const std::string& name, const std::string& out, int delay_us) {
   eventq::queue q(url, opts(name, 100ms));
   std::FILE* f = std::fopen(out.c_str(), "a");
   if (!f) return 3;
@@ -94,6 +96,7 @@ int consume(const std::string& url, const std::string& name, const std::string& 
   std::condition_variable cv;
   bool stop = false;
   auto sub = q.subscribe_raw("tick", [&](const eventq::event_record& r, const nlohmann::json&) {
+    if (delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
     std::fprintf(f, "%lld\n", static_cast<long long>(r.id));
     std::fflush(f);  // the test kills this process with SIGKILL: what was handled is on record
   });
@@ -148,7 +151,8 @@ int main(int argc, char** argv) {
   try {
     if (a.size() == 7 && a[1] == "stress")
       return stress(a[2], a[3], std::stoi(a[4]), std::stoi(a[5]), a[6]);
-    if (a.size() == 5 && a[1] == "consume") return consume(a[2], a[3], a[4]);
+    if (a.size() == 5 && a[1] == "consume") return consume(a[2], a[3], a[4], 0);
+    if (a.size() == 6 && a[1] == "consume") return consume(a[2], a[3], a[4], std::stoi(a[5]));
     if (a.size() == 6 && a[1] == "latency") return latency(a[2], a[3], std::stoi(a[4]), a[5]);
     if (a.size() == 5 && a[1] == "raise") return raise(a[2], a[3], std::stoi(a[4]));
   } catch (const std::exception& e) {

@@ -240,15 +240,17 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp')");
   c->prepare("eventq_page",
              "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
-             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, Stamp::text, KeyId, "
-             "Signature "
+             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, "
+             "Stamp::text AS StampText, KeyId, Signature "
              "FROM EventQueue "
              "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
              "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
              "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
              "AND pg_visible_in_snapshot(Stamp, $2::pg_snapshot) "
              "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
-             "ORDER BY Stamp, Id LIMIT $5");
+             // Qualified: a bare "Stamp" here would name the text column above, and text
+             // order ("1000" < "999") would make paging skip and repeat rows.
+             "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5");
   c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
   c->prepare("eventq_insert_property",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
