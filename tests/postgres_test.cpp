@@ -141,11 +141,21 @@ TEST_CASE("pages follow transaction order across a power of ten (999 < 1000 as n
     pqxx::nontransaction n(*c);  // COMMIT inside DO needs autocommit
     n.exec("DO $$ BEGIN WHILE pg_current_xact_id() < '1100'::xid8 LOOP COMMIT; END LOOP; END $$");
   }
-  for (int stamp : {1001, 998, 1000, 999, 997}) {
-    pg::exec(schema,
-             "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
-             "RaiseGlobally, Stamp) VALUES ('t', '{\"stamp\": " +
-                 std::to_string(stamp) + "}', 'x', false, true, '" + std::to_string(stamp) + "')");
+  {
+    // Signed like any outbox row (verification is on), only the Stamp is forced.
+    auto c = pg::connect(schema);
+    pqxx::work tx(*c);
+    for (int stamp : {1001, 998, 1000, 999, 997}) {
+      auto p = eventq::postgres::insert_parameters(
+          {"t", "{\"stamp\": " + std::to_string(stamp) + "}", raise_mode::globally}, "x",
+          pg::db_key(schema));
+      tx.exec_params(
+          "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+          "RaiseGlobally, Created, KeyId, Signature, Stamp) VALUES ($1, $2::json, $3, "
+          "$4::boolean, $5::boolean, $6::timestamptz, $7, $8, $9::xid8)",
+          p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], std::to_string(stamp));
+    }
+    tx.commit();
   }
   pg::exec(schema, "UPDATE Properties SET Value = '990:990:' WHERE Key = 'EQStamp_b'");
   auto ob = test_options("b");
