@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <pqxx/connection>
+#include <pqxx/transaction_base>
 #include <string>
 
 #include "eventq/options.h"
@@ -42,6 +43,7 @@ class postgres_storage final : public storage {
   class listener;
   std::unique_ptr<pqxx::connection> connect(const char* role);
   void migrate(pqxx::connection& c);
+  int schema_version(pqxx::transaction_base& tx) const;
   pqxx::connection& writer();  // REQUIRES: m_write_mutex held
   pqxx::connection& reader();  // REQUIRES: m_read_mutex held
   template <class F>
