@@ -47,7 +47,9 @@ CREATE TABLE EventQueue (
   -- InstanceName, the flags and Created in milliseconds (the canonical form is in
   -- include/eventq/signing.h). A row whose signature does not match is logged, counted and
   -- skipped, never delivered.
-  Signature     text
+  Signature     text,
+  -- Neither flag: meant for nobody; refused (the signature's flags digit cannot express it).
+  CONSTRAINT EventQueue_Flags CHECK (RaiseLocally OR RaiseGlobally)
 );
 -- Reads scan a Stamp range in (Stamp, Id) order; cleanup deletes by age.
 CREATE INDEX EventQueue_Stamp ON EventQueue (Stamp, Id);
