@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 1: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 3: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -8,7 +8,9 @@
 --
 -- To create it by hand (e.g. when the application's role may not create tables), run this file
 -- with search_path set to the target schema, then record the version:
---   INSERT INTO EventQueueSchema (Version, Description) VALUES (1, '0001_initial');
+--   INSERT INTO EventQueueSchema (Version, Description) VALUES (1, '0001_initial'),
+--     (3, '0003_signatures');
+-- Roles with least privilege for applications, operators and cleanup: schema/postgres-roles.sql.
 
 -- Which migrations were applied, and when. The schema version is max(Version).
 CREATE TABLE EventQueueSchema (
@@ -37,7 +39,17 @@ CREATE TABLE EventQueue (
   -- (pg_visible_in_snapshot), so a transaction that commits late lands in a later poll.
   Stamp         xid8        NOT NULL DEFAULT pg_current_xact_id(),
   -- When it was raised (compare with now() - interval '1 day').
-  Created       timestamptz NOT NULL DEFAULT now()
+  Created       timestamptz NOT NULL DEFAULT now(),
+  -- The id of the key that signed the row (options::key_id). NULL: unsigned, refused by
+  -- instances that verify (the default).
+  KeyId         text,
+  -- HMAC-SHA256, 64 hex digits, over KeyId, EventType, InstanceData (the text as raised),
+  -- InstanceName, the flags and Created in milliseconds (the canonical form is in
+  -- include/eventq/signing.h). A row whose signature does not match is logged, counted and
+  -- skipped, never delivered.
+  Signature     text,
+  -- Neither flag: meant for nobody; refused (the signature's flags digit cannot express it).
+  CONSTRAINT EventQueue_Flags CHECK (RaiseLocally OR RaiseGlobally)
 );
 -- Reads scan a Stamp range in (Stamp, Id) order; cleanup deletes by age.
 CREATE INDEX EventQueue_Stamp ON EventQueue (Stamp, Id);
@@ -47,6 +59,9 @@ CREATE INDEX EventQueue_Created ON EventQueue (Created);
 --   EQStamp_<instance>: that instance's cursor, a snapshot 'xmin:xmax:in-progress,...' (every
 --     event whose Stamp is visible in it was processed). While it drains a backlog page by page
 --     it reads 'snapshot|target snapshot|stamp:id' (the last event processed).
+--   EQSecret: the signing secret when the application gives none (options::secret,
+--     EVENTQ_SECRET): created by the first instance. Whoever can read it can forge events;
+--     keep it outside the database where writers are not all trusted (docs/security.md).
 --   EQDeletedStamp: the highest Stamp ever deleted (kept by the triggers below). An instance
 --     whose cursor does not see it lost events to cleanup and reports Missed.
 CREATE TABLE Properties (
@@ -91,6 +106,8 @@ CREATE TRIGGER EventQueue_Truncated AFTER TRUNCATE ON EventQueue
 --            (SELECT count(*) FROM EventQueue e WHERE NOT pg_visible_in_snapshot(e.Stamp,
 --               split_part(p.Value, '|', 1)::pg_snapshot)) AS Behind
 --     FROM Properties p WHERE p.Key LIKE 'EQStamp\_%';
+--   Unsigned rows (refused by verifying instances):
+--     SELECT Id, EventType, InstanceName, Created FROM EventQueue WHERE Signature IS NULL;
 --   Rows per type:
 --     SELECT EventType, count(*), min(Created), max(Created) FROM EventQueue GROUP BY EventType;
 --   Transactions still running that raised events (their rows appear when they commit):

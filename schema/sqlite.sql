@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 1: the whole current schema, for operators.
+-- eventq schema for SQLite, version 3: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -23,13 +23,22 @@ CREATE TABLE EventQueue (
   -- Sitecore's name for the ordering value; on SQLite it is the Id itself.
   Stamp         INTEGER GENERATED ALWAYS AS (Id) VIRTUAL,
   -- When it was raised, UTC, 'YYYY-MM-DD HH:MM:SS.SSS' (compare with datetime('now', '-1 day')).
-  Created       TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
+  Created       TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
+  -- The id of the key that signed the row (options::key_id). NULL: unsigned, refused by
+  -- instances that verify (the default).
+  KeyId         TEXT,
+  -- HMAC-SHA256, 64 hex digits, over KeyId, EventType, InstanceData, InstanceName, the flags
+  -- and Created (the canonical form is in include/eventq/signing.h). A row whose signature
+  -- does not match is logged, counted and skipped, never delivered.
+  Signature     TEXT
 );
 -- Cleanup deletes by age.
 CREATE INDEX EventQueue_Created ON EventQueue (Created);
 
 -- Key/value settings. Each instance's cursor is the row 'EQStamp_<instance name>', its value
--- the Id of the last event it processed (Sitecore's layout).
+-- the Id of the last event it processed (Sitecore's layout). 'EQSecret' is the signing secret
+-- when the application gives none (options::secret, EVENTQ_SECRET): created by the first
+-- instance; whoever can read it can forge events (docs/security.md).
 CREATE TABLE Properties (
   Key   TEXT PRIMARY KEY NOT NULL,
   Value TEXT NOT NULL
@@ -49,5 +58,7 @@ CREATE TABLE EventQueueSchema (
 --     SELECT substr(p.Key, 9) AS Instance, CAST(p.Value AS INTEGER) AS Cursor,
 --            (SELECT count(*) FROM EventQueue e WHERE e.Id > CAST(p.Value AS INTEGER)) AS Behind
 --     FROM Properties p WHERE p.Key LIKE 'EQStamp\_%' ESCAPE '\';
+--   Unsigned rows (refused by verifying instances):
+--     SELECT Id, EventType, InstanceName, Created FROM EventQueue WHERE Signature IS NULL;
 --   Rows per type:
 --     SELECT EventType, count(*), min(Created), max(Created) FROM EventQueue GROUP BY EventType;

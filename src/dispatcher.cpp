@@ -113,7 +113,7 @@ bool dispatcher::invoke(const entry& e, const event_record& row, const nlohmann:
   return false;
 }
 
-dispatcher::outcome dispatcher::dispatch(const event_record& row) {
+dispatcher::outcome dispatcher::dispatch(const event_record& row, const nlohmann::json& data) {
   outcome out;
   auto t = snapshot();
   auto typed = t->by_type.find(row.type);
@@ -122,15 +122,6 @@ dispatcher::outcome dispatcher::dispatch(const event_record& row) {
     out.unknown_type = true;
     log(log_level::warning, "event " + std::to_string(row.id) + " has type '" + row.type +
                                 "' that no handler subscribes to; skipped");
-    return out;
-  }
-  nlohmann::json data;
-  try {
-    data = nlohmann::json::parse(row.data);
-  } catch (const nlohmann::json::exception& ex) {
-    out.undecodable = true;
-    log(log_level::error, "event " + std::to_string(row.id) + " (type '" + row.type +
-                              "') has a payload that is not valid JSON; skipped: " + ex.what());
     return out;
   }
   auto run = [&](const std::vector<entry_ptr>& v) {

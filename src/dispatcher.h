@@ -31,7 +31,7 @@ class dispatcher {
   struct outcome {
     bool delivered = false;     ///< at least one handler ran without throwing
     bool unknown_type = false;  ///< no handler wanted it
-    bool undecodable = false;   ///< JSON did not parse, or a typed decode failed
+    bool undecodable = false;   ///< a typed decode failed
     std::uint64_t handler_errors = 0;
   };
 
@@ -48,8 +48,9 @@ class dispatcher {
     std::unique_lock<std::mutex> m_lock;
   };
 
+  /// Hands `row` and its parsed payload (checked by check_row) to the handlers.
   /// REQUIRES: a scope is held by this thread.
-  outcome dispatch(const event_record& row);
+  outcome dispatch(const event_record& row, const nlohmann::json& data);
   /// REQUIRES: a scope is held by this thread. Returns the number of handlers that threw.
   std::uint64_t dispatch_missed(const missed_info& info);
 

@@ -2,12 +2,14 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 #include <thread>
 
 #include "backends.h"
 #include "dispatcher.h"
+#include "row_check.h"
 #include "util.h"
 
 namespace eventq {
@@ -55,6 +57,8 @@ std::string_view to_string(raise_mode mode) noexcept {
 namespace {
 
 constexpr std::size_t k_max_name_bytes = 200;
+constexpr std::size_t k_min_secret_bytes = 16;
+constexpr const char* k_secret_property = "EQSecret";
 
 void check_name(std::string_view what, std::string_view name) {
   if (name.empty()) {
@@ -75,8 +79,73 @@ void check_name(std::string_view what, std::string_view name) {
   }
 }
 
+void check_key_id(std::string_view what, std::string_view id) {
+  bool ok = !id.empty() && id.size() <= 64;
+  for (unsigned char c : id) ok = ok && c > 0x20 && c < 0x7f;
+  if (!ok) {
+    throw error(errc::invalid_argument, std::string(what) +
+                                            " must be 1 to 64 printable ASCII characters "
+                                            "without spaces, such as \"2025-06\"");
+  }
+}
+
+void check_secret(std::string_view what, std::string_view secret) {
+  if (secret.size() < k_min_secret_bytes) {
+    throw error(errc::invalid_argument,
+                std::string(what) + " is " + std::to_string(secret.size()) +
+                    " bytes long; use at least 16 (ideally 32 random bytes, e.g. "
+                    "`openssl rand -hex 32`)");
+  }
+}
+
+void validate_keys(const options& o) {
+  check_key_id("options::key_id", o.key_id);
+  if (!o.secret.empty()) check_secret("options::secret", o.secret);
+  for (std::size_t i = 0; i < o.accepted_keys.size(); ++i) {
+    const auto& k = o.accepted_keys[i];
+    std::string what = "options::accepted_keys[" + std::to_string(i) + "]";
+    check_key_id(what + ".id", k.id);
+    check_secret(what + ".secret", k.secret);
+    if (k.id == o.key_id) {
+      throw error(errc::invalid_argument,
+                  what + ".id is '" + k.id + "', the id of the signing key (options::key_id)");
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (o.accepted_keys[j].id == k.id) {
+        throw error(errc::invalid_argument, what + ".id '" + k.id + "' is listed twice");
+      }
+    }
+  }
+}
+
+// The signing key: options::secret, else $EVENTQ_SECRET, else the database's own secret
+// (created by whichever instance gets there first; all agree on the first one stored).
+detail::keyring make_keyring(const options& o, storage& store) {
+  detail::keyring keys;
+  keys.signer.id = o.key_id;
+  keys.accepted = o.accepted_keys;
+  if (!o.secret.empty()) {
+    keys.signer.secret = o.secret;
+    return keys;
+  }
+  const char* env = std::getenv("EVENTQ_SECRET");
+  if (env && *env) {
+    check_secret("EVENTQ_SECRET", env);
+    keys.signer.secret = env;
+    return keys;
+  }
+  keys.signer.secret = store.get_or_insert_property(k_secret_property, detail::random_secret());
+  if (keys.signer.secret.size() < k_min_secret_bytes) {
+    throw error(errc::schema_invalid, "the database secret (Properties 'EQSecret') is only " +
+                                          std::to_string(keys.signer.secret.size()) +
+                                          " bytes long; delete the row to have a new one made");
+  }
+  return keys;
+}
+
 void validate(const options& o) {
   check_name("options::instance_name", o.instance_name);
+  validate_keys(o);
   auto positive = [](auto d, const char* name) {
     if (d.count() <= 0) {
       throw error(errc::invalid_argument, std::string("options::") + name + " must be positive");
@@ -152,8 +221,11 @@ struct queue::impl {
   std::mutex sleep_mutex;
   std::condition_variable sleep_cv;
 
+  detail::keyring keys;  // immutable after construction
+
   std::atomic<std::uint64_t> raised{0}, delivered{0}, handler_errors{0}, undecodable{0},
-      unknown_types{0}, missed{0}, polls{0}, poll_errors{0}, cleanup_deleted{0};
+      unauthentic{0}, oversized{0}, unknown_types{0}, missed{0}, polls{0}, poll_errors{0},
+      cleanup_deleted{0};
   std::atomic<std::int64_t> last_poll_us{0};
 
   impl(std::unique_ptr<storage> s, options o)
@@ -161,6 +233,7 @@ struct queue::impl {
         store(std::move(s)),
         disp(std::make_shared<detail::dispatcher>(opts.logger)) {
     if (!store) throw error(errc::invalid_argument, "queue: the storage backend is null");
+    keys = make_keyring(opts, *store);
     auto stored = store->load_cursor(opts.instance_name);
     if (stored) {
       cursor = *stored;
@@ -197,7 +270,9 @@ struct queue::impl {
                         " bytes (options::max_payload_bytes): send an identifier of what "
                         "changed, not the data itself");
       }
-      rows.push_back(event_record{0, e.type, e.data, opts.instance_name, e.mode, now});
+      event_record r{0, e.type, e.data, opts.instance_name, e.mode, now, keys.signer.id, {}};
+      r.signature = sign(r, keys.signer);
+      rows.push_back(std::move(r));
     }
     auto ids = store->append(rows);
     raised += ids.size();
@@ -222,9 +297,15 @@ struct queue::impl {
           log(log_level::warning, "missed events: " + *page.missed);
           handler_errors += disp->dispatch_missed(missed_info{*page.missed, cursor});
         }
+        auto policy = check_policy(opts.verify);
         for (const auto& row : page.events) {
           if (!targets_me(row)) continue;
-          auto out = disp->dispatch(row);
+          auto checked = detail::check_row(row, policy);
+          if (checked.verdict != detail::row_verdict::ok) {
+            count_refusal(row, checked);
+            continue;
+          }
+          auto out = disp->dispatch(row, checked.data);
           if (out.delivered) ++count;
           if (out.unknown_type) ++unknown_types;
           if (out.undecodable) ++undecodable;
@@ -243,6 +324,49 @@ struct queue::impl {
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
             .count();
     return count;
+  }
+
+  detail::row_check_policy check_policy(verify_mode verify) const {
+    return detail::row_check_policy{&keys, verify, opts.max_payload_bytes,
+                                    std::chrono::system_clock::now()};
+  }
+
+  void count_refusal(const event_record& row, const detail::checked_row& checked) {
+    switch (checked.verdict) {
+      case detail::row_verdict::unauthentic:
+        ++unauthentic;
+        break;
+      case detail::row_verdict::oversized:
+        ++oversized;
+        break;
+      case detail::row_verdict::malformed:
+      case detail::row_verdict::ok:
+        ++undecodable;
+        break;
+    }
+    log(log_level::error, "event " + std::to_string(row.id) + " skipped, " +
+                              std::string(detail::to_string(checked.verdict)) + ": " +
+                              checked.reason);
+  }
+
+  std::vector<rejected_row> find_rejected(std::size_t max_rows) {
+    std::lock_guard lk(poll_mutex);
+    std::vector<rejected_row> out;
+    auto policy = check_policy(verify_mode::required);
+    std::string at = store->oldest_cursor();
+    read_result page;
+    do {
+      page = store->read(at, opts.page_size);
+      for (auto& row : page.events) {
+        if (out.size() >= max_rows) return out;
+        auto checked = detail::check_row(row, policy);
+        if (checked.verdict == detail::row_verdict::ok) continue;
+        out.push_back(rejected_row{std::move(row), std::string(detail::to_string(checked.verdict)),
+                                   std::move(checked.reason)});
+      }
+      at = page.next_cursor;
+    } while (page.more);
+    return out;
   }
 
   void sleep_unless_stopped(std::chrono::milliseconds d) {
@@ -373,6 +497,17 @@ std::size_t queue::cleanup(std::chrono::seconds keep) {
 
 std::size_t queue::cleanup() { return cleanup(m_impl->opts.retention); }
 
+std::vector<rejected_row> queue::find_rejected_rows(std::size_t max_rows) {
+  return m_impl->find_rejected(max_rows);
+}
+
+std::string storage::get_or_insert_property(std::string_view key, std::string_view) {
+  throw error(errc::invalid_argument,
+              "the '" + std::string(backend_name()) +
+                  "' storage backend cannot keep the property '" + std::string(key) +
+                  "': give the queue a secret (options::secret or EVENTQ_SECRET)");
+}
+
 metrics queue::stats() const {
   const impl& i = *m_impl;
   metrics m;
@@ -380,6 +515,8 @@ metrics queue::stats() const {
   m.delivered = i.delivered;
   m.handler_errors = i.handler_errors;
   m.undecodable = i.undecodable;
+  m.unauthentic = i.unauthentic;
+  m.oversized = i.oversized;
   m.unknown_types = i.unknown_types;
   m.missed = i.missed;
   m.polls = i.polls;

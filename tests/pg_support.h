@@ -10,6 +10,8 @@
 #include <random>
 #include <string>
 
+#include "eventq/signing.h"
+
 namespace eventq::test::pg {
 
 /// $EVENTQ_TEST_PG_URL. The PostgreSQL tests never skip: without a server they fail, saying how
@@ -76,6 +78,14 @@ inline std::string text(const std::string& schema, const std::string& sql) {
   pqxx::nontransaction tx(*c);
   auto r = tx.exec(sql);
   return r.empty() || r[0][0].is_null() ? std::string() : r[0][0].as<std::string>();
+}
+
+/// The signing key of instances that keep their secret in the database (no options::secret):
+/// what an application raising through the outbox helper uses. REQUIRES: a queue was opened.
+inline eventq::signing_key db_key(const std::string& schema) {
+  auto secret = text(schema, "SELECT Value FROM Properties WHERE Key = 'EQSecret'");
+  REQUIRE_MESSAGE(!secret.empty(), "no EQSecret in schema " << schema);
+  return eventq::signing_key{"1", secret};
 }
 
 }  // namespace eventq::test::pg

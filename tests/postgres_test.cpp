@@ -47,9 +47,9 @@ struct inbox {
 std::int64_t outbox_raise(pqxx::transaction_base& tx, const std::string& schema,
                           const std::string& instance, const std::string& type,
                           const std::string& json, raise_mode mode = raise_mode::globally) {
-  auto p = eventq::postgres::insert_parameters({type, json, mode}, instance);
+  auto p = eventq::postgres::insert_parameters({type, json, mode}, instance, pg::db_key(schema));
   auto r = tx.exec_params(eventq::postgres::insert_statement(schema), p[0], p[1], p[2], p[3], p[4],
-                          p[5]);
+                          p[5], p[6], p[7]);
   return r.at(0).at(0).as<std::int64_t>();
 }
 
@@ -141,11 +141,21 @@ TEST_CASE("pages follow transaction order across a power of ten (999 < 1000 as n
     pqxx::nontransaction n(*c);  // COMMIT inside DO needs autocommit
     n.exec("DO $$ BEGIN WHILE pg_current_xact_id() < '1100'::xid8 LOOP COMMIT; END LOOP; END $$");
   }
-  for (int stamp : {1001, 998, 1000, 999, 997}) {
-    pg::exec(schema,
-             "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
-             "RaiseGlobally, Stamp) VALUES ('t', '{\"stamp\": " +
-                 std::to_string(stamp) + "}', 'x', false, true, '" + std::to_string(stamp) + "')");
+  {
+    // Signed like any outbox row (verification is on), only the Stamp is forced.
+    auto c = pg::connect(schema);
+    pqxx::work tx(*c);
+    for (int stamp : {1001, 998, 1000, 999, 997}) {
+      auto p = eventq::postgres::insert_parameters(
+          {"t", "{\"stamp\": " + std::to_string(stamp) + "}", raise_mode::globally}, "x",
+          pg::db_key(schema));
+      tx.exec_params(
+          "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+          "RaiseGlobally, Created, KeyId, Signature, Stamp) VALUES ($1, $2::json, $3, "
+          "$4::boolean, $5::boolean, $6::timestamptz, $7, $8, $9::xid8)",
+          p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], std::to_string(stamp));
+    }
+    tx.commit();
   }
   pg::exec(schema, "UPDATE Properties SET Value = '990:990:' WHERE Key = 'EQStamp_b'");
   auto ob = test_options("b");
@@ -257,8 +267,11 @@ TEST_CASE("ten processes opening a fresh schema at once migrate it exactly once"
         eventq::test::peer_program(), "raise", url, "p" + std::to_string(i), "1"}));
   }
   for (auto& p : peers) CHECK(p->wait(60s) == 0);
-  CHECK(pg::text(schema, "SELECT count(*) FROM EventQueueSchema") == "1");
+  CHECK(pg::text(schema, "SELECT count(*) FROM EventQueueSchema") == "2");  // 1 and 3
   CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "10");
+  // One database secret, and every row signed with it: a new instance accepts them all.
+  CHECK(pg::text(schema, "SELECT count(*) FROM Properties WHERE Key = 'EQSecret'") == "1");
+  CHECK(eventq::queue(url, test_options("check")).find_rejected_rows().empty());
 }
 
 TEST_CASE("transactional raise: the event exists iff the application's transaction commits") {
@@ -299,7 +312,11 @@ TEST_CASE("transactional raise: the event exists iff the application's transacti
                              std::to_string(committed)) == R"({"page": 42})");  // kept exactly
 
   CHECK_THROWS_AS(eventq::postgres::insert_statement("bad; schema"), eventq::error);
-  CHECK_THROWS_AS(eventq::postgres::insert_parameters({"t", "[1]", raise_mode::both}, "app"),
+  CHECK_THROWS_AS(eventq::postgres::insert_parameters({"t", "[1]", raise_mode::both}, "app",
+                                                      pg::db_key(schema)),
+                  eventq::error);
+  CHECK_THROWS_AS(eventq::postgres::insert_parameters({"t", "{}", raise_mode::both}, "app",
+                                                      eventq::signing_key{"1", "too short"}),
                   eventq::error);
 }
 
@@ -431,6 +448,7 @@ TEST_CASE("torture: 8 raisers with rollbacks, 3 consumer processes, 50000 events
   std::set<std::int64_t> committed, rolled_back;
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
+  const auto key = pg::db_key(schema);
   for (int r = 0; r < raisers; ++r) {
     threads.emplace_back([&, r] {
       try {
@@ -446,9 +464,10 @@ TEST_CASE("torture: 8 raisers with rollbacks, 3 consumer processes, 50000 events
           for (int k = 0; k < n; ++k) {
             auto p = eventq::postgres::insert_parameters(
                 {"tick", R"({"r":)" + std::to_string(r) + "}", raise_mode::globally},
-                "raiser" + std::to_string(r));
-            ids.push_back(tx.exec_prepared("raise", p[0], p[1], p[2], p[3], p[4], p[5])[0][0]
-                              .as<std::int64_t>());
+                "raiser" + std::to_string(r), key);
+            ids.push_back(
+                tx.exec_prepared("raise", p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])[0][0]
+                    .as<std::int64_t>());
           }
           if (rng() % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
           bool commit = rng() % 10 != 0;
@@ -536,7 +555,7 @@ TEST_CASE("open errors: bad schema name, newer schema, unreachable server") {
   } catch (const eventq::error& e) {
     CHECK(e.code() == eventq::errc::schema_too_new);
     CHECK(std::string(e.what()).find("99") != std::string::npos);
-    CHECK(std::string(e.what()).find("up to 1") != std::string::npos);
+    CHECK(std::string(e.what()).find("up to 3") != std::string::npos);
   }
   try {
     eventq::queue q("postgresql://eventq:s3cret@127.0.0.1:1/none?schema=x", test_options("a"));

@@ -59,6 +59,9 @@ struct flaky_storage : storage {
   }
   bool wait_for_change(std::chrono::milliseconds t) override { return inner->wait_for_change(t); }
   void interrupt() override { inner->interrupt(); }
+  std::string get_or_insert_property(std::string_view k, std::string_view v) override {
+    return inner->get_or_insert_property(k, v);
+  }
 };
 
 }  // namespace

@@ -28,6 +28,8 @@ struct event_record {
   std::string instance;  ///< EventQueue.InstanceName: the raising instance
   raise_mode mode = raise_mode::globally;
   std::chrono::system_clock::time_point created;  ///< EventQueue.Created (UTC)
+  std::string key_id;     ///< EventQueue.KeyId: the key that signed it ("" if NULL: unsigned)
+  std::string signature;  ///< EventQueue.Signature: 64 hex digits ("" if NULL; see signing.h)
 };
 
 /// An event about to be raised: what raise_raw() and batch::add_raw() take.

@@ -6,5 +6,6 @@
 #include "eventq/metrics.h"
 #include "eventq/options.h"
 #include "eventq/queue.h"
+#include "eventq/signing.h"
 #include "eventq/storage.h"
 #include "eventq/subscription.h"

@@ -12,6 +12,8 @@ struct metrics {
   std::uint64_t delivered = 0;        ///< events handed to at least one handler
   std::uint64_t handler_errors = 0;   ///< handler calls that threw
   std::uint64_t undecodable = 0;      ///< rows whose JSON did not parse or decode into the type
+  std::uint64_t unauthentic = 0;      ///< rows skipped: signature missing or wrong, key unknown
+  std::uint64_t oversized = 0;        ///< rows skipped: payload over options::max_payload_bytes
   std::uint64_t unknown_types = 0;    ///< rows meant for this instance that no handler wanted
   std::uint64_t missed = 0;           ///< Missed notifications raised
   std::uint64_t polls = 0;            ///< poll cycles run (each reads one or more pages)

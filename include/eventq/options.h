@@ -7,6 +7,9 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "eventq/signing.h"
 
 namespace eventq {
 
@@ -22,6 +25,12 @@ enum class log_level { debug, info, warning, error };
 /// Receives the library's log lines. Called from whichever thread hit the condition (often the
 /// poller thread), so it must be thread-safe. Must not throw.
 using log_function = std::function<void(log_level, std::string_view message)>;
+
+/// Whether received rows must carry a valid signature (see signing.h).
+enum class verify_mode {
+  required,  ///< rows with a missing or wrong signature or an unknown key are skipped (default)
+  off,       ///< every row is delivered, signed or not: only where nobody untrusted can write
+};
 
 /// Options of one queue (one instance's view of one shared database).
 struct options {
@@ -44,8 +53,10 @@ struct options {
   /// redelivers at most one page. Larger pages drain backlogs faster and redeliver more.
   std::size_t page_size{500};
 
-  /// Largest accepted JSON payload, in bytes, checked at raise time. 256 KiB is the limit
-  /// EPiServer inherited from Azure Service Bus; events should name what changed, not carry it.
+  /// Largest accepted JSON payload, in bytes, checked at raise time and again when reading (a
+  /// larger row written by raw SQL is skipped and counted in metrics::oversized). 256 KiB is the
+  /// limit EPiServer inherited from Azure Service Bus; events should name what changed, not carry
+  /// it.
   std::size_t max_payload_bytes{256 * 1024};
 
   /// Where an instance that has never run against this database starts.
@@ -65,6 +76,24 @@ struct options {
   /// doubling up to max_retry_backoff. Errors are logged and counted in metrics::poll_errors.
   std::chrono::milliseconds min_retry_backoff{100};
   std::chrono::milliseconds max_retry_backoff{5000};
+
+  /// The secret that signs raised events and verifies received ones (HMAC-SHA256; at least 16
+  /// bytes, ideally 32 random ones). Empty: the environment variable EVENTQ_SECRET; if that is
+  /// unset or empty too, a random secret kept in the database (Properties 'EQSecret', created by
+  /// the first instance that opens it, EPiServer's way). A secret in the database only keeps
+  /// out writers who cannot read Properties; see docs/security.md.
+  std::string secret;
+
+  /// The id stored with every signature this instance makes (EventQueue.KeyId). Change it
+  /// together with the secret when rotating keys.
+  std::string key_id{"1"};
+
+  /// Older keys still accepted when verifying, each until its accept_until (key rotation:
+  /// a new key signs, the old one stays here for a stated window, then is dropped).
+  std::vector<signing_key> accepted_keys;
+
+  /// Verification of received rows. Turning it off is an explicit choice; it is on by default.
+  verify_mode verify{verify_mode::required};
 
   /// Where log lines go. Empty: warnings and errors are written to stderr.
   log_function logger;

@@ -35,6 +35,13 @@ struct missed_info {
 };
 using missed_handler = std::function<void(const missed_info&)>;
 
+/// A stored row that the poller refuses to deliver (see queue::find_rejected_rows).
+struct rejected_row {
+  event_record row;     ///< as stored, payload included (it may be hostile: escape it for display)
+  std::string verdict;  ///< "unauthentic", "oversized" or "malformed"
+  std::string reason;   ///< what is wrong, printable (control and non-ASCII bytes escaped)
+};
+
 /// Several events written in one transaction by queue::raise(const batch&): all or none.
 /// Not thread-safe; build it on one thread, then raise it.
 class batch {
@@ -159,6 +166,14 @@ class queue {
   std::size_t cleanup(std::chrono::seconds keep);
   /// cleanup(options::retention).
   std::size_t cleanup();
+
+  /// Lists retained rows that the poller would refuse, oldest first, at most `max_rows`: a
+  /// signature missing or wrong, a key unknown or past its window (always checked here, even with
+  /// options::verify off), a payload over options::max_payload_bytes, or names and payloads that
+  /// eventq never writes. Reads the whole table page by page; delivers nothing and leaves this
+  /// instance's cursor alone. Serialised with the poller. What `eventq verify` prints: exit
+  /// status 0 when the list is empty, 1 otherwise. Throws eventq::error on database failure.
+  std::vector<rejected_row> find_rejected_rows(std::size_t max_rows = 1000);
 
   /// This queue object's counters.
   metrics stats() const;

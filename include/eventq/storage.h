@@ -77,6 +77,13 @@ class storage {
 
   /// Makes a wait_for_change() in progress on another thread return promptly.
   virtual void interrupt() = 0;
+
+  /// The value of the Properties row `key`; if there is none, first stores `value` there.
+  /// Concurrent callers (other processes included) all get the one value that was stored
+  /// first. The queue keeps its database secret this way ('EQSecret'). May be called from
+  /// any thread. The default throws errc::invalid_argument: a backend without it needs
+  /// options::secret or EVENTQ_SECRET.
+  virtual std::string get_or_insert_property(std::string_view key, std::string_view value);
 };
 
 }  // namespace eventq

@@ -6,6 +6,7 @@
 #include "backends.h"
 #include "eventq/error.h"
 #include "eventq/postgres.h"
+#include "eventq/signing.h"
 #include "util.h"
 
 namespace eventq::postgres {
@@ -153,15 +154,15 @@ std::string insert_statement(std::string_view schema, wake_up wake) {
   std::string insert =
       "INSERT INTO " + s +
       ".EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, "
-      "Created) VALUES ($1, $2::json, $3, $4::boolean, $5::boolean, $6::timestamptz) "
-      "RETURNING Id";
+      "Created, KeyId, Signature) VALUES ($1, $2::json, $3, $4::boolean, $5::boolean, "
+      "$6::timestamptz, $7, $8) RETURNING Id";
   if (wake == wake_up::none) return insert;
   return "WITH eventq_row AS (" + insert + "), eventq_wake AS (SELECT pg_notify('" +
          channel_of(schema) + "', '')) SELECT Id FROM eventq_row, eventq_wake";
 }
 
-std::array<std::string, 6> insert_parameters(const outgoing_event& event,
-                                             std::string_view instance_name,
+std::array<std::string, 8> insert_parameters(const outgoing_event& event,
+                                             std::string_view instance_name, const signing_key& key,
                                              std::size_t max_payload_bytes) {
   auto check = [](std::string_view what, std::string_view name) {
     if (name.empty() || name.size() > 200) {
@@ -171,6 +172,11 @@ std::array<std::string, 6> insert_parameters(const outgoing_event& event,
   };
   check("event type", event.type);
   check("instance name", instance_name);
+  if (key.id.empty() || key.secret.size() < 16) {
+    throw error(errc::invalid_argument,
+                "insert_parameters: the signing key needs an id and a secret of at least 16 "
+                "bytes (the same as the instances' options::key_id and secret)");
+  }
   if (event.data.size() > max_payload_bytes) {
     throw error(errc::payload_too_large,
                 "event of type '" + event.type + "' has a " + std::to_string(event.data.size()) +
@@ -184,12 +190,24 @@ std::array<std::string, 6> insert_parameters(const outgoing_event& event,
   }
   bool local = event.mode != raise_mode::globally;
   bool global = event.mode != raise_mode::locally;
+  // Created goes in as text at millisecond precision, so what is stored is exactly what was
+  // signed.
+  event_record row;
+  row.type = event.type;
+  row.data = event.data;
+  row.instance = std::string(instance_name);
+  row.mode = event.mode;
+  row.created = std::chrono::system_clock::now();
+  std::string created = detail::format_utc(row.created);
+  row.created = detail::parse_utc(created).value_or(row.created);
   return {event.type,
           event.data,
           std::string(instance_name),
           local ? "true" : "false",
           global ? "true" : "false",
-          detail::format_utc(std::chrono::system_clock::now()) + "+00"};
+          created + "+00",
+          key.id,
+          sign(row, key)};
 }
 
 }  // namespace eventq::postgres

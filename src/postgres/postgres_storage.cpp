@@ -169,6 +169,9 @@ std::string created_text(std::chrono::system_clock::time_point t) {
   return detail::format_utc(t) + "+00";
 }
 
+// Empty means unsigned: stored as NULL, as a row written by other means would be.
+const char* nullable(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
+
 event_record to_record(const pqxx::row& row) {
   event_record r;
   r.id = row[0].as<std::int64_t>();
@@ -180,6 +183,9 @@ event_record to_record(const pqxx::row& row) {
   r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
   r.created =
       std::chrono::system_clock::time_point(std::chrono::microseconds(row[6].as<std::int64_t>()));
+  // NULL (unsigned) reads as "".
+  if (!row[8].is_null()) r.key_id = row[8].as<std::string>();
+  if (!row[9].is_null()) r.signature = row[9].as<std::string>();
   return r;
 }
 
@@ -235,7 +241,7 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   c->prepare("eventq_page",
              "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
              "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, "
-             "Stamp::text AS StampText "
+             "Stamp::text AS StampText, KeyId, Signature "
              "FROM EventQueue "
              "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
              "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
@@ -246,6 +252,8 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              // order ("1000" < "999") would make paging skip and repeat rows.
              "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5");
   c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
+  c->prepare("eventq_insert_property",
+             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
   c->prepare("eventq_set",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
              "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
@@ -255,35 +263,69 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   return c;
 }
 
+// The version recorded in `schema`, or 0 when it has no EventQueueSchema table. Needs only
+// USAGE on the schema and SELECT on that table.
+int postgres_storage::schema_version(pqxx::transaction_base& tx) const {
+  // Schema names are checked (letters, digits, '_') and unquoted everywhere, as here.
+  auto table =
+      tx.exec_params1("SELECT to_regclass($1) IS NOT NULL", m_cfg.schema + ".EventQueueSchema");
+  if (!table[0].as<bool>()) return 0;
+  return tx.exec1("SELECT coalesce(max(Version), 0) FROM " + m_cfg.schema + ".EventQueueSchema")[0]
+      .as<int>();
+}
+
 void postgres_storage::migrate(pqxx::connection& c) {
   const std::string& schema = m_cfg.schema;
+  auto all = detail::postgres_migrations();
+  const int newest = all.empty() ? 0 : all.back().version;
+  auto too_new = [&](int version) {
+    return error(errc::schema_too_new,
+                 "PostgreSQL schema '" + schema + "' at '" + m_cfg.display +
+                     "' has eventq schema version " + std::to_string(version) +
+                     " but this library knows versions up to " + std::to_string(newest) +
+                     ": upgrade the application (or the eventq command) to a newer eventq; "
+                     "nothing was changed");
+  };
+  int version = 0;
+  {
+    // The usual case, and the only one a role without CREATE rights (schema/postgres-roles.sql)
+    // can pass: the schema is current, nothing to create or lock.
+    pqxx::read_transaction check(c);
+    version = schema_version(check);
+  }
+  if (version == newest) return;
+  if (version > newest) throw too_new(version);
+
   pqxx::work tx(c);
   // Serialises openers of this schema: the first migrates, the others then find it current.
+  // What follows reads the catalogs by statement and takes locks (CREATE ... IF NOT EXISTS), so
+  // it sees what the opener before us committed while we waited; a lookup served from this
+  // session's caches (to_regclass) might not.
   tx.exec("SELECT pg_advisory_xact_lock(hashtext('eventq migrate ' || lower(" + tx.quote(schema) +
           ")))");
-  auto exists =
-      tx.exec("SELECT 1 FROM pg_namespace WHERE nspname = lower(" + tx.quote(schema) + ")");
-  if (exists.empty()) tx.exec("CREATE SCHEMA " + schema);
-  tx.exec("SET LOCAL search_path TO " + schema);
-  tx.exec(
-      "CREATE TABLE IF NOT EXISTS EventQueueSchema (Version int PRIMARY KEY, "
-      "Description text NOT NULL, AppliedAt timestamptz NOT NULL DEFAULT now())");
-  int version = tx.exec1("SELECT coalesce(max(Version), 0) FROM EventQueueSchema")[0].as<int>();
-  auto all = detail::postgres_migrations();
-  int newest = all.empty() ? 0 : all.back().version;
-  if (version > newest) {
-    throw error(errc::schema_too_new,
-                "PostgreSQL schema '" + schema + "' at '" + m_cfg.display +
-                    "' has eventq schema version " + std::to_string(version) +
-                    " but this library knows versions up to " + std::to_string(newest) +
-                    ": upgrade the application (or the eventq command) to a newer eventq; "
-                    "nothing was changed");
-  }
-  for (const auto& m : all) {
-    if (m.version <= version) continue;
-    tx.exec(m.sql);
-    tx.exec("INSERT INTO EventQueueSchema (Version, Description) VALUES (" +
-            std::to_string(m.version) + ", " + tx.quote(std::string(m.name)) + ")");
+  try {
+    auto exists =
+        tx.exec("SELECT 1 FROM pg_namespace WHERE nspname = lower(" + tx.quote(schema) + ")");
+    if (exists.empty()) tx.exec("CREATE SCHEMA " + schema);
+    tx.exec("SET LOCAL search_path TO " + schema);
+    tx.exec(
+        "CREATE TABLE IF NOT EXISTS EventQueueSchema (Version int PRIMARY KEY, "
+        "Description text NOT NULL, AppliedAt timestamptz NOT NULL DEFAULT now())");
+    version = tx.exec1("SELECT coalesce(max(Version), 0) FROM EventQueueSchema")[0].as<int>();
+    if (version > newest) throw too_new(version);
+    for (const auto& m : all) {
+      if (m.version <= version) continue;
+      tx.exec(m.sql);
+      tx.exec("INSERT INTO EventQueueSchema (Version, Description) VALUES (" +
+              std::to_string(m.version) + ", " + tx.quote(std::string(m.name)) + ")");
+    }
+  } catch (const pqxx::insufficient_privilege& e) {
+    throw error(errc::schema_invalid,
+                "PostgreSQL schema '" + schema + "' at '" + m_cfg.display + "' is at eventq " +
+                    "schema version " + std::to_string(version) + " and needs migrations up to " +
+                    std::to_string(newest) + ", which this role may not apply (" + e.what() +
+                    "): run migrations as the schema owner (eventq migrate, or open the queue "
+                    "once with the owner's role), then open again; nothing was changed");
   }
   tx.commit();
 }
@@ -339,7 +381,8 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
         bool global = e.mode != raise_mode::locally;
         auto r = tx.exec_prepared("eventq_insert", e.type, e.data, e.instance,
                                   std::string(local ? "true" : "false"),
-                                  std::string(global ? "true" : "false"), created_text(e.created));
+                                  std::string(global ? "true" : "false"), created_text(e.created),
+                                  nullable(e.key_id), nullable(e.signature));
         ids.push_back(r.at(0).at(0).as<std::int64_t>());
       }
       tx.commit();
@@ -431,6 +474,23 @@ void postgres_storage::store_cursor(std::string_view instance, std::string_view 
     pqxx::nontransaction tx(c);
     tx.exec_prepared("eventq_set", detail::cursor_key(instance), std::string(cursor));
     return 0;
+  });
+}
+
+std::string postgres_storage::get_or_insert_property(std::string_view key, std::string_view value) {
+  return on_reader("storing a property", [&](pqxx::connection& c) {
+    // Read committed: the SELECT, a statement of its own, sees a row that a concurrent opener
+    // committed after our INSERT found it there and did nothing.
+    pqxx::work tx(c);
+    tx.exec_prepared("eventq_insert_property", std::string(key), std::string(value));
+    auto r = tx.exec_prepared("eventq_get", std::string(key));
+    if (r.empty() || r[0][0].is_null()) {
+      throw error(errc::database_error,
+                  "Properties '" + std::string(key) + "' vanished right after it was stored");
+    }
+    auto stored = r[0][0].as<std::string>();
+    tx.commit();
+    return stored;
   });
 }
 

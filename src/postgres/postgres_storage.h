@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <pqxx/connection>
+#include <pqxx/transaction_base>
 #include <string>
 
 #include "eventq/options.h"
@@ -31,6 +32,7 @@ class postgres_storage final : public storage {
   std::string oldest_cursor() override;
   std::optional<std::string> load_cursor(std::string_view instance) override;
   void store_cursor(std::string_view instance, std::string_view cursor) override;
+  std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
   std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
                                 std::size_t max_rows) override;
@@ -41,6 +43,7 @@ class postgres_storage final : public storage {
   class listener;
   std::unique_ptr<pqxx::connection> connect(const char* role);
   void migrate(pqxx::connection& c);
+  int schema_version(pqxx::transaction_base& tx) const;
   pqxx::connection& writer();  // REQUIRES: m_write_mutex held
   pqxx::connection& reader();  // REQUIRES: m_read_mutex held
   template <class F>

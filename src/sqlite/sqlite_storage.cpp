@@ -22,8 +22,8 @@ std::string canonical_path(const std::string& path) {
 }
 
 constexpr const char* k_columns =
-    "SELECT Id, EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, Created "
-    "FROM EventQueue ";
+    "SELECT Id, EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, Created, "
+    "KeyId, Signature FROM EventQueue ";
 
 }  // namespace
 
@@ -36,7 +36,7 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
   m_insert = std::make_unique<statement>(
       m_writer,
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
-      "RaiseGlobally, Created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      "RaiseGlobally, Created, KeyId, Signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
   m_delete_batch = std::make_unique<statement>(
       m_writer,
       "DELETE FROM EventQueue WHERE Id IN (SELECT Id FROM EventQueue WHERE Created < ?1 "
@@ -128,8 +128,19 @@ std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> e
           .bind(3, e.instance)
           .bind(4, std::int64_t{local})
           .bind(5, std::int64_t{global})
-          .bind(6, detail::format_utc(e.created))
-          .run();
+          .bind(6, detail::format_utc(e.created));
+      // Empty means unsigned: stored as NULL, as a row written by other means would be.
+      if (e.key_id.empty()) {
+        m_insert->bind_null(7);
+      } else {
+        m_insert->bind(7, e.key_id);
+      }
+      if (e.signature.empty()) {
+        m_insert->bind_null(8);
+      } else {
+        m_insert->bind(8, e.signature);
+      }
+      m_insert->run();
       ids.push_back(sqlite3_last_insert_rowid(m_writer.get()));
     }
     tx.commit();
@@ -168,6 +179,26 @@ std::optional<std::string> sqlite_storage::load_cursor(std::string_view instance
   if (m_get_property->step()) value = m_get_property->text(0);
   m_get_property->reset();
   return value;
+}
+
+std::string sqlite_storage::get_or_insert_property(std::string_view key, std::string_view value) {
+  {
+    std::lock_guard lk(m_write_mutex);
+    write_transaction tx(m_writer);
+    statement insert(m_writer,
+                     "INSERT INTO Properties (Key, Value) VALUES (?1, ?2) ON CONFLICT (Key) DO "
+                     "NOTHING");
+    insert.bind(1, key).bind(2, value).run();
+    tx.commit();
+  }
+  std::lock_guard lk(m_read_mutex);
+  statement get(m_reader, "SELECT Value FROM Properties WHERE Key = ?1");
+  get.bind(1, key);
+  if (!get.step()) {
+    throw error(errc::database_error, "Properties '" + std::string(key) + "' vanished in '" +
+                                          m_path + "' right after it was stored");
+  }
+  return get.text(0);
 }
 
 void sqlite_storage::store_cursor(std::string_view instance, std::string_view cursor) {
@@ -216,6 +247,8 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
              : local         ? raise_mode::locally
                              : raise_mode::globally;
     r.created = detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point{});
+    r.key_id = s.text(7);  // NULL reads as ""
+    r.signature = s.text(8);
     out.events.push_back(std::move(r));
   }
   m_select_page->reset();

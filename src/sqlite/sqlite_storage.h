@@ -27,6 +27,7 @@ class sqlite_storage final : public storage {
   std::string oldest_cursor() override;
   std::optional<std::string> load_cursor(std::string_view instance) override;
   void store_cursor(std::string_view instance, std::string_view cursor) override;
+  std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
   std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
                                 std::size_t max_rows) override;

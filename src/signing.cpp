@@ -1,0 +1,117 @@
+// HMAC-SHA256 signatures of rows (OpenSSL stays in this file and row_check.cpp).
+#include "eventq/signing.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <array>
+#include <climits>
+
+#include "eventq/error.h"
+#include "row_check.h"
+
+namespace eventq {
+
+namespace {
+
+void append_field(std::string& out, std::string_view field) {
+  std::uint64_t n = field.size();
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((n >> shift) & 0xff));
+  }
+  out.append(field);
+}
+
+char flags_digit(raise_mode mode) {
+  switch (mode) {
+    case raise_mode::locally:
+      return '1';
+    case raise_mode::globally:
+      return '2';
+    case raise_mode::both:
+      return '3';
+  }
+  return '0';
+}
+
+constexpr std::string_view k_hex = "0123456789abcdef";
+
+std::string to_hex(const unsigned char* p, std::size_t n) {
+  std::string out;
+  out.reserve(2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    out.push_back(k_hex[p[i] >> 4]);
+    out.push_back(k_hex[p[i] & 15]);
+  }
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string canonical_form(const event_record& row, std::string_view key_id) {
+  auto ms = std::chrono::floor<std::chrono::milliseconds>(row.created.time_since_epoch()).count();
+  std::string out = "eventq-hmac-v1";
+  out.reserve(out.size() + 6 * 8 + key_id.size() + row.type.size() + row.data.size() +
+              row.instance.size() + 1 + 20);
+  append_field(out, key_id);
+  append_field(out, row.type);
+  append_field(out, row.data);
+  append_field(out, row.instance);
+  const char flags = flags_digit(row.mode);
+  append_field(out, std::string_view(&flags, 1));
+  append_field(out, std::to_string(ms));
+  return out;
+}
+
+std::string sign(const event_record& row, const signing_key& key) {
+  auto mac = detail::hmac_sha256(key.secret, canonical_form(row, key.id));
+  return to_hex(mac.data(), mac.size());
+}
+
+namespace detail {
+
+std::array<unsigned char, 32> hmac_sha256(std::string_view secret, std::string_view message) {
+  std::array<unsigned char, 32> out{};
+  unsigned int len = 0;
+  if (secret.size() > INT_MAX ||
+      HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+           reinterpret_cast<const unsigned char*>(message.data()), message.size(), out.data(),
+           &len) == nullptr ||
+      len != out.size()) {
+    throw error(errc::invalid_argument, "HMAC-SHA256 failed (OpenSSL)");
+  }
+  return out;
+}
+
+bool signature_matches(std::string_view stored_hex, const std::array<unsigned char, 32>& mac) {
+  if (stored_hex.size() != 2 * mac.size()) return false;
+  std::array<unsigned char, 32> stored{};
+  for (std::size_t i = 0; i < stored.size(); ++i) {
+    int hi = hex_value(stored_hex[2 * i]);
+    int lo = hex_value(stored_hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    stored[i] = static_cast<unsigned char>(hi * 16 + lo);
+  }
+  return CRYPTO_memcmp(stored.data(), mac.data(), mac.size()) == 0;
+}
+
+std::string random_secret() {
+  std::array<unsigned char, 32> bytes{};
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+    throw error(errc::database_error, "cannot create a secret: OpenSSL's RAND_bytes failed");
+  }
+  return to_hex(bytes.data(), bytes.size());
+}
+
+}  // namespace detail
+
+}  // namespace eventq
