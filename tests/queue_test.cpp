@@ -59,6 +59,35 @@ struct flaky_storage : storage {
   }
   bool wait_for_change(std::chrono::milliseconds t) override { return inner->wait_for_change(t); }
   void interrupt() override { inner->interrupt(); }
+  int schema_version() override { return inner->schema_version(); }
+  void register_instance(const instance_registration& w, std::chrono::milliseconds l) override {
+    inner->register_instance(w, l);
+  }
+  bool renew_instance(std::string_view n, std::string_view t,
+                      std::chrono::milliseconds l) override {
+    if (failing_renewals) throw error(errc::database_unavailable, "injected: renewal failed");
+    return inner->renew_instance(n, t, l);
+  }
+  void release_instance(std::string_view n, std::string_view t) override {
+    inner->release_instance(n, t);
+  }
+  std::vector<instance_info> instances() override { return inner->instances(); }
+  queue_summary summary() override { return inner->summary(); }
+  bool acquire_task(std::string_view t, std::string_view h, std::chrono::milliseconds l,
+                    std::chrono::milliseconds m) override {
+    return inner->acquire_task(t, h, l, m);
+  }
+  void release_task(std::string_view t, std::string_view h, bool c, std::string_view r) override {
+    inner->release_task(t, h, c, r);
+  }
+  std::size_t count_expired(const expiry& b) override { return inner->count_expired(b); }
+  std::size_t delete_expired(const expiry& b, std::size_t n) override {
+    return inner->delete_expired(b, n);
+  }
+  std::size_t remove_dead_instances(std::chrono::system_clock::time_point t) override {
+    return inner->remove_dead_instances(t);
+  }
+  std::atomic<bool> failing_renewals{false};
 };
 
 }  // namespace

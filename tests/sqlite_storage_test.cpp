@@ -15,7 +15,8 @@ using namespace eventq::test;
 namespace {
 std::vector<std::string> describe(const std::string& db) {
   std::vector<std::string> out;
-  for (const char* table : {"EventQueue", "Properties", "EventQueueSchema"}) {
+  for (const char* table : {"EventQueue", "Properties", "EventQueueSchema", "EventQueueInstances",
+                            "EventQueueTasks", "EventQueueLag", "EventQueueStats"}) {
     std::string sql = std::string(
                           "SELECT group_concat(name || ':' || type || ':' || \"notnull\" || ':' || "
                           "coalesce(dflt_value, '') || ':' || pk || ':' || hidden, ',') "
@@ -23,6 +24,9 @@ std::vector<std::string> describe(const std::string& db) {
                       table + "')";
     out.push_back(std::string(table) + "=" + sqlite_text(db, sql));
   }
+  out.push_back("views=" + sqlite_text(db,
+                                       "SELECT group_concat(name, ',') FROM (SELECT name FROM "
+                                       "sqlite_master WHERE type = 'view' ORDER BY name)"));
   out.push_back("indexes=" + sqlite_text(db,
                                          "SELECT group_concat(name, ',') FROM (SELECT name FROM "
                                          "sqlite_master WHERE type = 'index' ORDER BY name)"));
@@ -39,7 +43,7 @@ TEST_CASE("the migrations produce exactly the schema documented in schema/sqlite
   REQUIRE(!ss.str().empty());
   sqlite_exec(dir.file("documented.db"), ss.str());
   CHECK(describe(dir.file("migrated.db")) == describe(dir.file("documented.db")));
-  CHECK(sqlite_int(dir.file("migrated.db"), "SELECT max(Version) FROM EventQueueSchema") == 1);
+  CHECK(sqlite_int(dir.file("migrated.db"), "SELECT max(Version) FROM EventQueueSchema") == 2);
 }
 
 TEST_CASE("the file is in WAL mode and Stamp is the Id") {
@@ -64,7 +68,7 @@ TEST_CASE("a database migrated by a newer eventq is refused, untouched") {
     CHECK(e.code() == errc::schema_too_new);
     std::string msg = e.what();
     CHECK(msg.find("999") != std::string::npos);
-    CHECK(msg.find("up to 1") != std::string::npos);
+    CHECK(msg.find("up to 2") != std::string::npos);
   }
   CHECK(sqlite_int(db, "SELECT count(*) FROM Properties WHERE Key = 'EQStamp_b'") == 0);
 }
@@ -86,7 +90,7 @@ TEST_CASE("many instances opening a fresh file at once migrate it exactly once")
   }
   for (auto& t : threads) t.join();
   CHECK(failures == 0);
-  CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueueSchema") == 1);
+  CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueueSchema") == 2);
   CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM Properties") == 10);
 }
 
