@@ -179,8 +179,9 @@ class storage {
 
   /// Deletes at most `max_rows` (>= 1) rows that `bounds` allows, oldest first, in one short
   /// transaction; returns how many. A row is kept while a live instance (unexpired lease) has
-  /// not processed it and it is addressed to that instance, unless it is older than
-  /// bounds.hard_cutoff. Never makes a later raise reuse a deleted row's id.
+  /// not read past it (addressed to it or not: instances notice any deleted row after their
+  /// cursor and report Missed), unless it is older than bounds.hard_cutoff. Never makes a later
+  /// raise reuse a deleted row's id.
   virtual std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) = 0;
 
   /// Removes the registry rows and stored cursors of instances whose lease expired before

@@ -22,17 +22,16 @@ std::optional<system_clock::time_point> time_field(const pqxx::field& f) {
 
 std::string timestamptz(system_clock::time_point t) { return detail::format_utc(t) + "+00"; }
 
-// Rows cleanup may delete: $1 retention cutoff, $2 hard cutoff. A row is still needed by a live
-// instance whose cursor snapshot does not see its Stamp and to which it is addressed.
+// Rows cleanup may delete: $1 retention cutoff, $2 hard cutoff. A row is kept while the cursor
+// snapshot of a live instance does not see its Stamp (the instance has not read it; deleting it
+// would make that instance report Missed), or the cursor is not a snapshot.
 constexpr const char* k_live_cte =
     "WITH live AS MATERIALIZED (SELECT i.Name, eventq_cursor_snapshot(p.Value) AS Snap "
     "FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
     "WHERE i.LeaseUntil > now()) ";
 constexpr const char* k_expired_where =
     "e.Created < $1::timestamptz AND (e.Created < $2::timestamptz OR NOT EXISTS ("
-    "SELECT 1 FROM live l WHERE coalesce(NOT pg_visible_in_snapshot(e.Stamp, l.Snap), true) "
-    "AND ((e.RaiseGlobally AND e.InstanceName <> l.Name) "
-    "OR (e.RaiseLocally AND e.InstanceName = l.Name))))";
+    "SELECT 1 FROM live l WHERE coalesce(NOT pg_visible_in_snapshot(e.Stamp, l.Snap), true)))";
 
 }  // namespace
 

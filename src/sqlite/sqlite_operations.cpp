@@ -17,14 +17,15 @@ std::optional<system_clock::time_point> time_column(const statement& s, int col)
   return detail::parse_utc(s.text_view(col));
 }
 
-// Rows cleanup may delete: ?1 retention cutoff, ?2 hard cutoff, ?3 now. A row is still needed
-// by a live instance whose cursor is before it and to which it is addressed.
+// Rows cleanup may delete: ?1 retention cutoff, ?2 hard cutoff, ?3 now. Every row after the
+// cursor of a live instance is kept (the instance reads every row, addressed to it or not, and
+// takes a gap in the Ids for deleted events: Missed); a cursor that is not a number keeps all.
 constexpr const char* k_expired_where =
-    "e.Created < ?1 AND (e.Created < ?2 OR NOT EXISTS ("
-    "SELECT 1 FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
-    "WHERE i.LeaseUntil > ?3 AND e.Id > CAST(p.Value AS INTEGER) "
-    "AND ((e.RaiseGlobally = 1 AND e.InstanceName <> i.Name) "
-    "OR (e.RaiseLocally = 1 AND e.InstanceName = i.Name))))";
+    "e.Created < ?1 AND (e.Created < ?2 OR e.Id <= coalesce((SELECT "
+    "min(CASE WHEN p.Value GLOB '[0-9]*' AND p.Value NOT GLOB '*[^0-9]*' "
+    "THEN CAST(p.Value AS INTEGER) ELSE 0 END) "
+    "FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
+    "WHERE i.LeaseUntil > ?3), 9223372036854775807))";
 
 }  // namespace
 
