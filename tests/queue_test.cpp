@@ -254,3 +254,34 @@ TEST_CASE("raises from many threads on one queue object are all delivered once")
   b.stop();
   CHECK(dupes == 0);
 }
+
+TEST_CASE("a failed lease renewal is reported, counted and retried until it succeeds") {
+  temp_dir dir;
+  log_capture logs;
+  auto path = dir.file("e.db");
+  auto o = test_options("r", &logs);
+  o.lease = 300ms;
+  std::mutex m;
+  std::string reason;
+  std::atomic<int> calls{0};
+  o.on_renewal_failed = [&](std::string_view why) {
+    std::lock_guard lk(m);
+    reason = why;
+    ++calls;
+  };
+  auto flaky = std::make_unique<flaky_storage>(std::make_unique<sqlite::sqlite_storage>(path, o));
+  auto* control = flaky.get();
+  queue q(std::move(flaky), o);
+  control->failing_renewals = true;
+  REQUIRE(wait_until([&] { return calls >= 2; }));
+  {
+    std::lock_guard lk(m);
+    CHECK(reason.find("injected: renewal failed") != std::string::npos);
+  }
+  CHECK(q.stats().lease_renewal_failures >= 2);
+  CHECK(logs.contains("lease renewal failed"));
+  control->failing_renewals = false;
+  auto before = q.stats().lease_renewals;
+  REQUIRE(wait_until([&] { return q.stats().lease_renewals > before; }));
+  CHECK_THROWS_AS(queue("sqlite:" + path, test_options("r")), error);  // the name is still held
+}
