@@ -217,3 +217,32 @@ TEST_CASE("cleanup removes instances dead for longer than the hard maximum age")
   CHECK_FALSE(a.backend().load_cursor("gone").has_value());
   CHECK(find_instance(a.backend(), "a").has_value());
 }
+
+#ifdef EVENTQ_TEST_POSTGRES
+TEST_CASE("the migrations produce exactly the schema documented in schema/postgres.sql") {
+  auto migrated = pg::fresh_schema(), documented = pg::fresh_schema();
+  { queue q(pg::url_with_schema(migrated), test_options("a")); }
+  pg::exec("public", "CREATE SCHEMA " + documented);
+  pg::exec(documented, read_file(std::string(EVENTQ_SOURCE_DIR) + "/schema/postgres.sql"));
+  auto describe = [](const std::string& schema) {
+    return pg::text("public",
+                    "SELECT string_agg(table_name || '.' || column_name || ':' || data_type || ':' "
+                    "|| is_nullable || ':' || coalesce(column_default, ''), ',' "
+                    "ORDER BY table_name, ordinal_position) FROM information_schema.columns "
+                    "WHERE table_schema = '" +
+                        schema + "'") +
+           "|" +
+           pg::text("public",
+                    "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes "
+                    "WHERE schemaname = '" +
+                        schema + "'") +
+           "|" +
+           pg::text("public",
+                    "SELECT string_agg(p.proname, ',' ORDER BY p.proname) FROM pg_proc p JOIN "
+                    "pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '" +
+                        schema + "'");
+  };
+  CHECK(describe(migrated) == describe(documented));
+  CHECK(pg::text(migrated, "SELECT max(Version) FROM EventQueueSchema") == "2");
+}
+#endif
