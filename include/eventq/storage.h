@@ -122,7 +122,8 @@ class storage {
   virtual read_result read(std::string_view cursor, std::size_t limit) = 0;
 
   /// Deletes at most `max_rows` rows created before `cutoff`, in one short transaction, and
-  /// returns how many it deleted. Never makes a later raise reuse a deleted row's id.
+  /// returns how many it deleted. Never makes a later raise reuse a deleted row's id. Ignores
+  /// the instances: queue cleanup uses delete_expired(), which keeps rows not yet read.
   virtual std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
                                         std::size_t max_rows) = 0;
 
