@@ -49,6 +49,19 @@ GRANT DELETE ON EventQueue TO eventq_cleanup;
 SELECT format('GRANT USAGE ON SEQUENCE %s TO eventq_app',
               pg_get_serial_sequence(:'schema' || '.eventqueue', 'id')) \gexec
 
+-- The instance registry: instances (the cleanup tool opens one too) record themselves and
+-- renew their lease; cleanup removes instances dead longer than the hard maximum age.
+GRANT SELECT ON EventQueueInstances, EventQueueTasks TO eventq_app, eventq_operator, eventq_cleanup;
+GRANT INSERT, UPDATE ON EventQueueInstances TO eventq_app, eventq_cleanup;
+GRANT DELETE ON EventQueueInstances TO eventq_cleanup;
+-- Task leases (one cleanup per database at a time). An instance under eventq_app may take the
+-- cleanup lease on its schedule, but its DELETE is refused: it logs and counts that
+-- (metrics::cleanup_errors). Give such instances options::cleanup_interval = 0 and run
+-- `eventq cleanup` under eventq_cleanup from a scheduler instead.
+GRANT INSERT, UPDATE ON EventQueueTasks TO eventq_app, eventq_cleanup;
+-- The operator views.
+GRANT SELECT ON EventQueueLag, EventQueueStats TO eventq_app, eventq_operator, eventq_cleanup;
+
 -- The deletion trigger writes EQDeletedStamp into Properties, which cleanup may not write
 -- itself: the trigger runs with its owner's rights instead (its search_path is pinned, as
 -- SECURITY DEFINER requires).
@@ -73,6 +86,12 @@ DROP POLICY IF EXISTS eventq_cursor_insert ON Properties;
 CREATE POLICY eventq_cursor_insert ON Properties FOR INSERT
   TO eventq_app, eventq_cleanup
   WITH CHECK (Key LIKE 'EQStamp\_%');
+-- Cleanup removes the cursors of instances dead longer than the hard maximum age.
+GRANT DELETE ON Properties TO eventq_cleanup;
+DROP POLICY IF EXISTS eventq_cursor_delete ON Properties;
+CREATE POLICY eventq_cursor_delete ON Properties FOR DELETE
+  TO eventq_cleanup
+  USING (Key LIKE 'EQStamp\_%');
 DROP POLICY IF EXISTS eventq_cursor_update ON Properties;
 CREATE POLICY eventq_cursor_update ON Properties FOR UPDATE
   TO eventq_app, eventq_cleanup

@@ -8,8 +8,8 @@
 --
 -- To create it by hand (e.g. when the application's role may not create tables), run this file
 -- with search_path set to the target schema, then record the version:
---   INSERT INTO EventQueueSchema (Version, Description) VALUES (1, '0001_initial'),
---     (3, '0003_signatures');
+--   INSERT INTO EventQueueSchema (Version, Description)
+--     VALUES (1, '0001_initial'), (2, '0002_operations'), (3, '0003_signatures');
 -- Roles with least privilege for applications, operators and cleanup: schema/postgres-roles.sql.
 
 -- Which migrations were applied, and when. The schema version is max(Version).
@@ -95,21 +95,112 @@ END $$;
 CREATE TRIGGER EventQueue_Truncated AFTER TRUNCATE ON EventQueue
   FOR EACH STATEMENT EXECUTE FUNCTION eventq_record_truncated();
 
+-- The instance registry (since version 2): one row per instance name that ever opened the queue.
+-- A running instance renews its lease every third of options::lease (default 30 s); a second
+-- process opening the same name while the lease is live is refused. Closing releases the lease;
+-- a crash lets it expire. Lease times are the server's clock (now()).
+CREATE TABLE EventQueueInstances (
+  -- options::instance_name; its cursor is the Properties row 'EQStamp_' || Name.
+  Name       text        PRIMARY KEY,
+  -- Host name of the process that holds (or last held) the name; '' for instances that last
+  -- ran before version 2.
+  Host       text        NOT NULL,
+  -- Its process id on that host (0: before version 2).
+  Pid        integer     NOT NULL,
+  -- The eventq version it runs.
+  Version    text        NOT NULL,
+  -- Random per opening: only the process holding this token renews or releases the lease.
+  Token      text        NOT NULL,
+  -- When it last opened the queue.
+  Started    timestamptz NOT NULL,
+  -- Its latest lease renewal (or release).
+  Heartbeat  timestamptz NOT NULL,
+  -- The lease ends here: live while this is in the future. Equal to Heartbeat once released.
+  LeaseUntil timestamptz NOT NULL
+);
+
+-- Database-wide tasks that one process at a time runs (since version 2): 'cleanup'.
+CREATE TABLE EventQueueTasks (
+  -- The task: 'cleanup'.
+  Name       text PRIMARY KEY,
+  -- Who runs it now ('<instance>@<host>:<pid>', or 'eventq-cli@<host>:<pid>'); NULL when idle.
+  Holder     text,
+  -- The holder's lease (renewed after every batch); a crashed holder is replaced after it.
+  LeaseUntil timestamptz,
+  -- When it last completed; instances run the cleanup when this is older than
+  -- options::cleanup_interval.
+  LastRun    timestamptz,
+  -- The one-line summary of that run ("cleanup: deleted 1200 rows in 1 batch, ...").
+  LastResult text
+);
+
+-- The snapshot an instance's cursor has fully processed: the cursor itself, or its first part
+-- while it pages through a backlog ('prev|target|stamp:id'; rows of the page in progress then
+-- still count as behind). NULL for a cursor that is not a snapshot (edited by hand).
+CREATE FUNCTION eventq_cursor_snapshot(cursor text) RETURNS pg_snapshot
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  RETURN split_part(cursor, '|', 1)::pg_snapshot;
+EXCEPTION WHEN others THEN
+  RETURN NULL;
+END $$;
+
+-- Each instance, its cursor and how far behind it is (one row per registered instance).
+--   Instance            the instance name
+--   Cursor              its stored cursor (a snapshot, see Properties)
+--   Behind              rows it has not processed: those whose Stamp is not visible in its
+--                       cursor snapshot (NOT pg_visible_in_snapshot), addressed to it or not;
+--                       0: caught up; NULL: the cursor is not a snapshot
+--   Live                true while its lease runs (the process is up)
+--   HeartbeatAgeSeconds seconds since its latest renewal; above a third of the lease (10 s by
+--                       default) plus a little, renewals are failing
+--   Heartbeat, LeaseUntil, Host, Pid, Version, Started: as in EventQueueInstances
+CREATE VIEW EventQueueLag AS
+SELECT i.Name AS Instance,
+       p.Value AS Cursor,
+       CASE WHEN s.Snap IS NULL THEN NULL
+            ELSE (SELECT count(*) FROM EventQueue e
+                  WHERE e.Stamp >= pg_snapshot_xmin(s.Snap)
+                    AND NOT pg_visible_in_snapshot(e.Stamp, s.Snap))
+       END AS Behind,
+       i.LeaseUntil > now() AS Live,
+       round(extract(epoch FROM now() - i.Heartbeat)::numeric, 3)::double precision
+         AS HeartbeatAgeSeconds,
+       i.Heartbeat AS Heartbeat,
+       i.LeaseUntil AS LeaseUntil,
+       i.Host AS Host,
+       i.Pid AS Pid,
+       i.Version AS Version,
+       i.Started AS Started
+FROM EventQueueInstances i
+  LEFT JOIN Properties p ON p.Key = 'EQStamp_' || i.Name
+  LEFT JOIN LATERAL (SELECT eventq_cursor_snapshot(p.Value) AS Snap) s ON true;
+
+-- Rows per event type: EventType, Rows, Oldest and Newest (Created), MinId, MaxId.
+-- Totals: SELECT sum(Rows), min(Oldest), max(Newest) FROM EventQueueStats;
+CREATE VIEW EventQueueStats AS
+SELECT EventType,
+       count(*) AS Rows,
+       min(Created) AS Oldest,
+       max(Created) AS Newest,
+       min(Id) AS MinId,
+       max(Id) AS MaxId
+FROM EventQueue GROUP BY EventType;
+
 -- Wake-ups: a raise runs pg_notify('eventq_<schema>', '') in its transaction (sent at commit,
 -- payload empty: the event itself is always read from the table). URL `notify=off` disables it.
 --
 -- Queries an operator runs:
 --   Newest events:
 --     SELECT Id, EventType, InstanceName, Stamp, Created FROM EventQueue ORDER BY Id DESC LIMIT 20;
---   Each instance's cursor and how many events it has not processed yet:
---     SELECT substr(p.Key, 9) AS Instance, p.Value AS Cursor,
---            (SELECT count(*) FROM EventQueue e WHERE NOT pg_visible_in_snapshot(e.Stamp,
---               split_part(p.Value, '|', 1)::pg_snapshot)) AS Behind
---     FROM Properties p WHERE p.Key LIKE 'EQStamp\_%';
+--   Who is running, and how far behind (see also docs/operating.md):
+--     SELECT Instance, Live, Behind, HeartbeatAgeSeconds, Host, Pid FROM EventQueueLag;
 --   Unsigned rows (refused by verifying instances):
 --     SELECT Id, EventType, InstanceName, Created FROM EventQueue WHERE Signature IS NULL;
 --   Rows per type:
---     SELECT EventType, count(*), min(Created), max(Created) FROM EventQueue GROUP BY EventType;
+--     SELECT * FROM EventQueueStats ORDER BY Rows DESC;
+--   The last cleanup:
+--     SELECT LastRun, LastResult, Holder FROM EventQueueTasks WHERE Name = 'cleanup';
 --   Transactions still running that raised events (their rows appear when they commit):
 --     SELECT pid, backend_xid, xact_start, state FROM pg_stat_activity
 --     WHERE backend_xid IS NOT NULL ORDER BY xact_start;

@@ -51,14 +51,89 @@ CREATE TABLE EventQueueSchema (
   AppliedAt   TEXT NOT NULL
 );
 
--- Queries an operator runs:
+-- The instance registry: one row per instance name that ever opened the queue (since version 2).
+-- A running instance renews its lease every third of options::lease (default 30 s); a second
+-- process opening the same name while the lease is live is refused. Closing releases the lease;
+-- a crash lets it expire. Times are UTC, 'YYYY-MM-DD HH:MM:SS.SSS'.
+CREATE TABLE EventQueueInstances (
+  -- options::instance_name; its cursor is the Properties row 'EQStamp_' || Name.
+  Name       TEXT    PRIMARY KEY NOT NULL,
+  -- Host name of the process that holds (or last held) the name; '' for instances that last
+  -- ran before version 2.
+  Host       TEXT    NOT NULL,
+  -- Its process id on that host (0: before version 2).
+  Pid        INTEGER NOT NULL,
+  -- The eventq version it runs.
+  Version    TEXT    NOT NULL,
+  -- Random per opening: only the process holding this token renews or releases the lease.
+  Token      TEXT    NOT NULL,
+  -- When it last opened the queue.
+  Started    TEXT    NOT NULL,
+  -- Its latest lease renewal (or release).
+  Heartbeat  TEXT    NOT NULL,
+  -- The lease ends here: live while this is in the future. Equal to Heartbeat once released.
+  LeaseUntil TEXT    NOT NULL
+);
+
+-- Database-wide tasks that one process at a time runs (since version 2): 'cleanup'.
+CREATE TABLE EventQueueTasks (
+  -- The task: 'cleanup'.
+  Name       TEXT PRIMARY KEY NOT NULL,
+  -- Who runs it now ('<instance>@<host>:<pid>', or 'eventq-cli@<host>:<pid>'); NULL when idle.
+  Holder     TEXT,
+  -- The holder's lease (renewed after every batch); a crashed holder is replaced after it.
+  LeaseUntil TEXT,
+  -- When it last completed; instances run the cleanup when this is older than
+  -- options::cleanup_interval.
+  LastRun    TEXT,
+  -- The one-line summary of that run ("cleanup: deleted 1200 rows in 1 batch, ...").
+  LastResult TEXT
+);
+
+-- Each instance, its cursor and how far behind it is (one row per registered instance).
+--   Instance            the instance name
+--   Cursor              its stored cursor: the Id of the last event it processed
+--   Behind              rows after the cursor, addressed to it or not (0: caught up; a cursor
+--                       that is not a number counts every row)
+--   Live                1 while its lease runs (the process is up), 0 otherwise
+--   HeartbeatAgeSeconds seconds since its latest renewal; above a third of the lease (10 s by
+--                       default) plus a little, renewals are failing
+--   Heartbeat, LeaseUntil, Host, Pid, Version, Started: as in EventQueueInstances
+CREATE VIEW EventQueueLag AS
+SELECT i.Name AS Instance,
+       p.Value AS Cursor,
+       CASE WHEN p.Value IS NULL THEN NULL
+            ELSE (SELECT count(*) FROM EventQueue e WHERE e.Id > CAST(p.Value AS INTEGER))
+       END AS Behind,
+       i.LeaseUntil > strftime('%Y-%m-%d %H:%M:%f', 'now') AS Live,
+       round((julianday('now') - julianday(i.Heartbeat)) * 86400.0, 3) AS HeartbeatAgeSeconds,
+       i.Heartbeat AS Heartbeat,
+       i.LeaseUntil AS LeaseUntil,
+       i.Host AS Host,
+       i.Pid AS Pid,
+       i.Version AS Version,
+       i.Started AS Started
+FROM EventQueueInstances i LEFT JOIN Properties p ON p.Key = 'EQStamp_' || i.Name;
+
+-- Rows per event type: EventType, Rows, Oldest and Newest (Created), MinId, MaxId.
+-- Totals: SELECT sum(Rows), min(Oldest), max(Newest) FROM EventQueueStats;
+CREATE VIEW EventQueueStats AS
+SELECT EventType,
+       count(*) AS Rows,
+       min(Created) AS Oldest,
+       max(Created) AS Newest,
+       min(Id) AS MinId,
+       max(Id) AS MaxId
+FROM EventQueue GROUP BY EventType;
+
+-- Queries an operator runs (see also docs/operating.md):
+--   Who is running, and how far behind:
+--     SELECT Instance, Live, Behind, HeartbeatAgeSeconds, Host, Pid FROM EventQueueLag;
 --   Newest events:
 --     SELECT Id, EventType, InstanceName, Created FROM EventQueue ORDER BY Id DESC LIMIT 20;
---   Each instance's cursor and how many events it is behind:
---     SELECT substr(p.Key, 9) AS Instance, CAST(p.Value AS INTEGER) AS Cursor,
---            (SELECT count(*) FROM EventQueue e WHERE e.Id > CAST(p.Value AS INTEGER)) AS Behind
---     FROM Properties p WHERE p.Key LIKE 'EQStamp\_%' ESCAPE '\';
 --   Unsigned rows (refused by verifying instances):
 --     SELECT Id, EventType, InstanceName, Created FROM EventQueue WHERE Signature IS NULL;
 --   Rows per type:
---     SELECT EventType, count(*), min(Created), max(Created) FROM EventQueue GROUP BY EventType;
+--     SELECT * FROM EventQueueStats ORDER BY Rows DESC;
+--   The last cleanup:
+--     SELECT LastRun, LastResult, Holder FROM EventQueueTasks WHERE Name = 'cleanup';

@@ -1,14 +1,18 @@
 #include "eventq/queue.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <iostream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "backends.h"
 #include "dispatcher.h"
+#include "eventq/operations.h"
 #include "row_check.h"
 #include "util.h"
 
@@ -156,6 +160,16 @@ void validate(const options& o) {
   positive(o.min_retry_backoff, "min_retry_backoff");
   positive(o.max_retry_backoff, "max_retry_backoff");
   positive(o.retention, "retention");
+  positive(o.lease, "lease");
+  positive(o.cleanup_max_age, "cleanup_max_age");
+  if (o.lease < std::chrono::milliseconds(300)) {
+    throw error(errc::invalid_argument,
+                "options::lease must be at least 300 ms (it is renewed every third of it)");
+  }
+  if (o.cleanup_interval.count() < 0 || o.cleanup_pause.count() < 0) {
+    throw error(errc::invalid_argument,
+                "options::cleanup_interval and options::cleanup_pause must not be negative");
+  }
   if (o.busy_timeout.count() < 0) {
     throw error(errc::invalid_argument, "options::busy_timeout must not be negative");
   }
@@ -185,6 +199,30 @@ options with_logger(options o) {
   return o;
 }
 
+void check_payload(const outgoing_event& e, std::size_t max_payload_bytes) {
+  if (e.data.size() > max_payload_bytes) {
+    throw error(errc::payload_too_large,
+                "event of type '" + e.type + "' has a " + std::to_string(e.data.size()) +
+                    "-byte payload; the limit is " + std::to_string(max_payload_bytes) +
+                    " bytes (options::max_payload_bytes): send an identifier of what "
+                    "changed, not the data itself");
+  }
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string random_token() {
+  std::random_device rd;
+  std::string s;
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 32; ++i) s += hex[rd() & 15];
+  return s;
+}
+
 }  // namespace
 
 batch& batch::add_raw(std::string type, const nlohmann::json& data, raise_mode mode) {
@@ -203,6 +241,30 @@ batch& batch::add_raw(std::string type, const nlohmann::json& data, raise_mode m
   m_events.push_back(outgoing_event{std::move(type), std::move(text), mode});
   return *this;
 }
+
+namespace {
+// Every retained row the poller would refuse, oldest first (verification forced on).
+std::vector<rejected_row> scan_rejected(storage& store, const detail::keyring& keys,
+                                        const options& opts, std::size_t max_rows) {
+  std::vector<rejected_row> out;
+  detail::row_check_policy policy{&keys, verify_mode::required, opts.max_payload_bytes,
+                                  std::chrono::system_clock::now()};
+  std::string at = store.oldest_cursor();
+  read_result page;
+  do {
+    page = store.read(at, opts.page_size);
+    for (auto& row : page.events) {
+      if (out.size() >= max_rows) return out;
+      auto checked = detail::check_row(row, policy);
+      if (checked.verdict == detail::row_verdict::ok) continue;
+      out.push_back(rejected_row{std::move(row), std::string(detail::to_string(checked.verdict)),
+                                 std::move(checked.reason)});
+    }
+    at = page.next_cursor;
+  } while (page.more);
+  return out;
+}
+}  // namespace
 
 struct queue::impl {
   options opts;
@@ -223,9 +285,20 @@ struct queue::impl {
 
   detail::keyring keys;  // immutable after construction
 
+  // The registry lease and scheduled cleanup run on a maintenance thread of their own, so
+  // neither slow handlers nor a long poll delay a renewal.
+  instance_registration me;
+  std::string cleanup_holder;
+  std::thread maintainer;
+  std::mutex maint_mutex;
+  std::condition_variable maint_cv;
+  bool maint_stop = false;
+  std::mutex cleanup_mutex;  // one cleanup at a time per queue object
+
   std::atomic<std::uint64_t> raised{0}, delivered{0}, handler_errors{0}, undecodable{0},
       unauthentic{0}, oversized{0}, unknown_types{0}, missed{0}, polls{0}, poll_errors{0},
-      cleanup_deleted{0};
+      cleanup_deleted{0}, cleanup_runs{0}, cleanup_errors{0}, lease_renewals{0},
+      lease_renewal_failures{0};
   std::atomic<std::int64_t> last_poll_us{0};
 
   impl(std::unique_ptr<storage> s, options o)
@@ -233,15 +306,141 @@ struct queue::impl {
         store(std::move(s)),
         disp(std::make_shared<detail::dispatcher>(opts.logger)) {
     if (!store) throw error(errc::invalid_argument, "queue: the storage backend is null");
-    keys = make_keyring(opts, *store);
-    auto stored = store->load_cursor(opts.instance_name);
-    if (stored) {
-      cursor = *stored;
-    } else {
-      cursor = opts.start == start_position::now ? store->head_cursor() : store->oldest_cursor();
-      store->store_cursor(opts.instance_name, cursor);
+    keys = make_keyring(opts, *store);  // may create the database secret: before registering
+    me = instance_registration{opts.instance_name, host_name(), static_cast<std::int64_t>(getpid()),
+                               std::string(version()), random_token()};
+    cleanup_holder = me.name + "@" + me.host + ":" + std::to_string(me.pid);
+    store->register_instance(me, opts.lease);  // throws instance_name_in_use: nothing written
+    try {
+      auto stored = store->load_cursor(opts.instance_name);
+      if (stored) {
+        cursor = *stored;
+      } else {
+        cursor = opts.start == start_position::now ? store->head_cursor() : store->oldest_cursor();
+        store->store_cursor(opts.instance_name, cursor);
+      }
+    } catch (...) {
+      release();
+      throw;
     }
     cursor_copy = cursor;
+    maintainer = std::thread([this] { maintain(); });
+  }
+
+  ~impl() {
+    {
+      std::lock_guard lk(maint_mutex);
+      maint_stop = true;
+    }
+    maint_cv.notify_all();
+    if (maintainer.joinable()) maintainer.join();
+    release();
+  }
+
+  void release() noexcept {
+    try {
+      store->release_instance(me.name, me.token);
+    } catch (const std::exception& e) {
+      log(log_level::warning, std::string("could not release the instance lease (it expires by "
+                                          "itself within options::lease): ") +
+                                  e.what());
+    }
+  }
+
+  bool stopping() {
+    std::lock_guard lk(maint_mutex);
+    return maint_stop;
+  }
+
+  // Renews the lease; on failure logs, counts, tells on_renewal_failed and returns false.
+  bool renew() {
+    std::string failure;
+    try {
+      if (store->renew_instance(me.name, me.token, opts.lease)) {
+        ++lease_renewals;
+        return true;
+      }
+      // The lease lapsed and the row changed hands (or was deleted by hand): take the name back
+      // if nobody holds it now.
+      store->register_instance(me, opts.lease);
+      ++lease_renewals;
+      log(log_level::warning, "instance lease had lapsed; registered again");
+      return true;
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    ++lease_renewal_failures;
+    log(log_level::warning, "instance lease renewal failed (retrying): " + failure);
+    if (opts.on_renewal_failed) {
+      try {
+        opts.on_renewal_failed(failure);
+      } catch (const std::exception& e) {
+        log(log_level::error, std::string("options::on_renewal_failed threw: ") + e.what());
+      } catch (...) {
+        log(log_level::error, "options::on_renewal_failed threw a non-std exception");
+      }
+    }
+    return false;
+  }
+
+  cleanup_settings settings_for(std::chrono::seconds keep) const {
+    cleanup_settings s;
+    s.keep = keep;
+    s.max_age = opts.cleanup_max_age;
+    s.batch_size = opts.cleanup_batch_size;
+    s.pause = opts.cleanup_pause;
+    return s;
+  }
+
+  void maintain() {
+    using clock = std::chrono::steady_clock;
+    const auto renew_every = opts.lease / 3;
+    const auto retry_every =
+        std::min<std::chrono::milliseconds>(renew_every, std::chrono::seconds(1));
+    const bool scheduled = opts.cleanup_interval.count() > 0;
+    const auto check_every = std::min<std::chrono::milliseconds>(
+        scheduled ? opts.cleanup_interval : std::chrono::seconds(60), std::chrono::seconds(60));
+    auto next_renew = clock::now() + renew_every;
+    auto next_check = clock::now() + check_every;
+    auto renew_if_due = [&] {
+      auto now = clock::now();
+      if (now >= next_renew) next_renew = now + (renew() ? renew_every : retry_every);
+    };
+    std::unique_lock lk(maint_mutex);
+    while (!maint_stop) {
+      auto wake = scheduled ? std::min(next_renew, next_check) : next_renew;
+      maint_cv.wait_until(lk, wake, [this] { return maint_stop; });
+      if (maint_stop) break;
+      lk.unlock();
+      renew_if_due();
+      if (scheduled && clock::now() >= next_check) {
+        scheduled_cleanup([&] {
+          renew_if_due();
+          return !stopping();
+        });
+        next_check = clock::now() + check_every;
+      }
+      lk.lock();
+    }
+  }
+
+  // Runs the cleanup if it is due for the database (nobody completed one within
+  // options::cleanup_interval) and nobody else runs it now.
+  void scheduled_cleanup(const std::function<bool()>& between_batches) {
+    try {
+      std::lock_guard lk(cleanup_mutex);
+      auto s = settings_for(opts.retention);
+      s.min_interval = opts.cleanup_interval;
+      auto report = run_cleanup(*store, s, cleanup_holder, between_batches);
+      if (!report.ran) return;
+      ++cleanup_runs;
+      cleanup_deleted += report.deleted;
+      log(log_level::info, report.summary());
+    } catch (const std::exception& e) {
+      ++cleanup_errors;
+      log(log_level::error,
+          std::string("scheduled cleanup failed (retried at the next check): ") + e.what());
+    }
   }
 
   void log(log_level level, const std::string& msg) const { opts.logger(level, msg); }
@@ -263,13 +462,7 @@ struct queue::impl {
     rows.reserve(events.size());
     auto now = std::chrono::system_clock::now();
     for (const auto& e : events) {
-      if (e.data.size() > opts.max_payload_bytes) {
-        throw error(errc::payload_too_large,
-                    "event of type '" + e.type + "' has a " + std::to_string(e.data.size()) +
-                        "-byte payload; the limit is " + std::to_string(opts.max_payload_bytes) +
-                        " bytes (options::max_payload_bytes): send an identifier of what "
-                        "changed, not the data itself");
-      }
+      check_payload(e, opts.max_payload_bytes);
       event_record r{0, e.type, e.data, opts.instance_name, e.mode, now, keys.signer.id, {}};
       r.signature = sign(r, keys.signer);
       rows.push_back(std::move(r));
@@ -351,22 +544,7 @@ struct queue::impl {
 
   std::vector<rejected_row> find_rejected(std::size_t max_rows) {
     std::lock_guard lk(poll_mutex);
-    std::vector<rejected_row> out;
-    auto policy = check_policy(verify_mode::required);
-    std::string at = store->oldest_cursor();
-    read_result page;
-    do {
-      page = store->read(at, opts.page_size);
-      for (auto& row : page.events) {
-        if (out.size() >= max_rows) return out;
-        auto checked = detail::check_row(row, policy);
-        if (checked.verdict == detail::row_verdict::ok) continue;
-        out.push_back(rejected_row{std::move(row), std::string(detail::to_string(checked.verdict)),
-                                   std::move(checked.reason)});
-      }
-      at = page.next_cursor;
-    } while (page.more);
-    return out;
+    return scan_rejected(*store, keys, opts, max_rows);
   }
 
   void sleep_unless_stopped(std::chrono::milliseconds d) {
@@ -484,21 +662,49 @@ std::size_t queue::cleanup(std::chrono::seconds keep) {
   if (keep.count() < 0) {
     throw error(errc::invalid_argument, "cleanup: the age to keep must not be negative");
   }
-  auto cutoff = std::chrono::system_clock::now() - keep;
-  std::size_t total = 0;
-  for (;;) {
-    auto n = m_impl->store->delete_older_than(cutoff, m_impl->opts.cleanup_batch_size);
-    total += n;
-    m_impl->cleanup_deleted += n;
-    if (n < m_impl->opts.cleanup_batch_size) break;
+  auto s = m_impl->settings_for(keep);
+  s.wait_for_other =
+      std::max<std::chrono::milliseconds>(m_impl->opts.busy_timeout, std::chrono::seconds(1));
+  std::lock_guard lk(m_impl->cleanup_mutex);
+  auto report = run_cleanup(*m_impl->store, s, m_impl->cleanup_holder);
+  if (!report.ran) {
+    throw error(errc::database_error,
+                "cleanup: another process held the cleanup lease for longer than "
+                "options::busy_timeout; try again later (see EventQueueTasks)");
   }
-  return total;
+  m_impl->cleanup_deleted += report.deleted;
+  return report.deleted;
+}
+
+std::int64_t raise_as(storage& backend, const options& opts, std::string_view type,
+                      const nlohmann::json& data, raise_mode mode) {
+  check_name("instance name", opts.instance_name);
+  batch b;
+  b.add_raw(std::string(type), data, mode);
+  const auto& e = b.events().front();
+  check_payload(e, opts.max_payload_bytes);
+  auto keys = make_keyring(opts, backend);
+  event_record row{0,
+                   e.type,
+                   e.data,
+                   opts.instance_name,
+                   e.mode,
+                   std::chrono::system_clock::now(),
+                   keys.signer.id,
+                   {}};
+  row.signature = sign(row, keys.signer);
+  return backend.append(std::span<const event_record>(&row, 1)).front();
 }
 
 std::size_t queue::cleanup() { return cleanup(m_impl->opts.retention); }
 
 std::vector<rejected_row> queue::find_rejected_rows(std::size_t max_rows) {
   return m_impl->find_rejected(max_rows);
+}
+
+std::vector<rejected_row> find_rejected_rows(storage& backend, const options& opts,
+                                             std::size_t max_rows) {
+  return scan_rejected(backend, make_keyring(opts, backend), opts, max_rows);
 }
 
 std::string storage::get_or_insert_property(std::string_view key, std::string_view) {
@@ -522,6 +728,10 @@ metrics queue::stats() const {
   m.polls = i.polls;
   m.poll_errors = i.poll_errors;
   m.cleanup_deleted = i.cleanup_deleted;
+  m.cleanup_runs = i.cleanup_runs;
+  m.cleanup_errors = i.cleanup_errors;
+  m.lease_renewals = i.lease_renewals;
+  m.lease_renewal_failures = i.lease_renewal_failures;
   m.last_poll_duration = std::chrono::microseconds(i.last_poll_us.load());
   return m;
 }

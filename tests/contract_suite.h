@@ -10,6 +10,8 @@
 #include <set>
 #include <thread>
 
+#include <unistd.h>
+
 #include "support.h"
 
 namespace contract {
@@ -240,6 +242,7 @@ inline void run_contract_suite(backend_fixture& f) {
     std::int64_t last = 0;
     for (int i = 0; i < 5; ++i) last = a.raise_raw("t", {{"n", i}}, raise_mode::globally);
     CHECK(b.poll_once() == 5);
+    a.poll_once();  // cleanup keeps what a live instance has not read
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
     CHECK(a.cleanup(std::chrono::seconds(0)) == 5);
     CHECK(a.stats().cleanup_deleted == 5);
@@ -255,6 +258,7 @@ inline void run_contract_suite(backend_fixture& f) {
     oa.cleanup_batch_size = 3;
     queue a(url, oa);
     for (int i = 0; i < 10; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+    a.poll_once();  // cleanup keeps what a live instance has not read
     CHECK(a.cleanup(std::chrono::hours(1)) == 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
     CHECK(a.cleanup(std::chrono::seconds(0)) == 10);            // several batches of 3
@@ -341,6 +345,94 @@ inline void run_contract_suite(backend_fixture& f) {
     b.stop();
     CHECK_FALSE(b.running());
     b.stop();  // idempotent
+  }
+
+  SUBCASE("a second live instance under a name is refused clearly; closing frees the name") {
+    auto first = std::make_unique<queue>(url, test_options("web-01"));
+    try {
+      queue second(url, test_options("web-01"));
+      FAIL("expected instance_name_in_use");
+    } catch (const eventq::error& e) {
+      CHECK(e.code() == errc::instance_name_in_use);
+      std::string msg = e.what();
+      CHECK(msg.find("'web-01'") != std::string::npos);
+      CHECK(msg.find("pid " + std::to_string(getpid())) != std::string::npos);
+      CHECK(msg.find("options::instance_name") != std::string::npos);
+    }
+    auto before = first->backend().instances();
+    REQUIRE(before.size() == 1);
+    CHECK(before[0].live);
+    CHECK(before[0].cursor.has_value());
+    first.reset();
+    {
+      queue other(url, test_options("unrelated"));
+      auto after = other.backend().instances();  // by name
+      REQUIRE(after.size() == 2);
+      CHECK(after[1].name == "web-01");
+      CHECK_FALSE(after[1].live);
+      CHECK(after[0].live);
+    }
+    queue again(url, test_options("web-01"));
+    CHECK(again.backend().instances().size() == 2);
+  }
+
+  SUBCASE("the lease is renewed while a handler is slow") {
+    auto o = test_options("slow");
+    o.lease = std::chrono::milliseconds(600);
+    queue a(url, test_options("a"));
+    queue slow(url, o);
+    std::atomic<bool> in_handler{false}, release{false};
+    auto sub = slow.subscribe_all([&](const event_record&, const nlohmann::json&) {
+      in_handler = true;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    });
+    slow.start();
+    a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+    REQUIRE(eventq::test::wait_until([&] { return in_handler.load(); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // 2.5 leases
+    CHECK_THROWS_AS(queue(url, test_options("slow")), eventq::error);
+    CHECK(slow.stats().lease_renewals >= 3);
+    CHECK(slow.stats().lease_renewal_failures == 0);
+    release = true;
+    slow.stop();
+  }
+
+  SUBCASE("cleanup keeps rows a live instance has not processed yet") {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    for (int i = 0; i < 3; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 0);             // neither a nor b has read them
+    CHECK(b.poll_once() == 3);
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 0);  // a reads every row too, even not for it
+    CHECK(a.poll_once() == 0);
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 3);
+    CHECK(b.stats().missed == 0);
+    CHECK(a.stats().missed == 0);
+  }
+
+  SUBCASE("an instance stopped through a cleanup gets Missed once on restart, then events") {
+    queue a(url, test_options("a"));
+    { queue b(url, test_options("b")); }  // b ran once, then stopped: its lease is released
+    for (int i = 0; i < 3; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+    a.poll_once();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Created has ms precision
+    CHECK(a.cleanup(std::chrono::seconds(0)) == 3);  // b is not live: nothing protects them
+    queue b(url, test_options("b"));
+    std::vector<std::string> reasons;
+    auto m = b.on_missed([&](const missed_info& info) { reasons.push_back(info.reason); });
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    b.poll_once();
+    REQUIRE(reasons.size() == 1);
+    CHECK(reasons[0].find("deleted before") != std::string::npos);
+    auto later = a.raise_raw("t", {{"n", 4}}, raise_mode::globally);
+    b.poll_once();
+    CHECK(ib.ids() == std::vector<std::int64_t>{later});
+    CHECK(reasons.size() == 1);
+    CHECK(b.stats().missed == 1);
   }
 
   SUBCASE("bad input at the call: oversized payload, non-object payload, bad names") {

@@ -10,12 +10,18 @@
 //   peer latency URL NAME COUNT OUT     receive COUNT "ping" events and write, per event, the
 //                                       microseconds from the raiser's clock stamp to the handler
 //   peer raise   URL NAME N             raise N "tick" events globally
+//   peer hold    URL NAME LEASE_MS      open the queue with that lease, print "ready", then sleep
+//                                       until killed
+//   peer timed   URL NAME STOP OUT      raise "timed" events back to back until the file STOP
+//                                       exists; write "start_ns duration_ns" per raise to OUT
+//                                       (steady clock, comparable across processes)
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -49,7 +55,25 @@ eventq::options opts(const std::string& name, std::chrono::milliseconds poll = 2
   o.instance_name = name;
   o.poll_interval = poll;
   o.change_check_interval = 10ms;
+  o.lease = 1000ms;  // a killed peer's name is free again soon
   return o;
+}
+
+// Opens the queue, waiting (like a supervisor restarting a crashed process) for the lease of a
+// killed predecessor under the same name to expire.
+std::unique_ptr<eventq::queue> open_waiting(const std::string& url, const eventq::options& o) {
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    try {
+      return std::make_unique<eventq::queue>(url, o);
+    } catch (const eventq::error& e) {
+      if (e.code() != eventq::errc::instance_name_in_use ||
+          std::chrono::steady_clock::now() > deadline) {
+        throw;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+  }
 }
 
 int stress(const std::string& url, const std::string& name, int n, int peers,
@@ -89,7 +113,8 @@ int stress(const std::string& url, const std::string& name, int n, int peers,
 }
 
 int consume(const std::string& url, const std::string& name, const std::string& out, int delay_us) {
-  eventq::queue q(url, opts(name, 100ms));
+  auto qp = open_waiting(url, opts(name, 100ms));
+  auto& q = *qp;
   std::FILE* f = std::fopen(out.c_str(), "a");
   if (!f) return 3;
   std::mutex m;
@@ -144,6 +169,35 @@ int raise(const std::string& url, const std::string& name, int n) {
   return 0;
 }
 
+int hold(const std::string& url, const std::string& name, int lease_ms) {
+  auto o = opts(name);
+  o.lease = std::chrono::milliseconds(lease_ms);
+  eventq::queue q(url, o);
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (;;) std::this_thread::sleep_for(1s);
+}
+
+int timed(const std::string& url, const std::string& name, const std::string& stop,
+          const std::string& out) {
+  auto o = opts(name);
+  o.cleanup_interval = std::chrono::seconds(0);
+  eventq::queue q(url, o);
+  std::FILE* f = std::fopen(out.c_str(), "w");
+  if (!f) return 3;
+  for (int i = 0;; ++i) {
+    if (i % 20 == 0 && std::ifstream(stop).good()) break;
+    auto t0 = mono_ns();
+    q.raise_raw("timed", {{"n", i}}, eventq::raise_mode::globally);
+    std::fprintf(f, "%lld %lld\n", static_cast<long long>(t0),
+                 static_cast<long long>(mono_ns() - t0));
+    if (i % 50 == 0) std::fflush(f);
+    std::this_thread::sleep_for(1ms);
+  }
+  std::fclose(f);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -155,6 +209,8 @@ int main(int argc, char** argv) {
     if (a.size() == 6 && a[1] == "consume") return consume(a[2], a[3], a[4], std::stoi(a[5]));
     if (a.size() == 6 && a[1] == "latency") return latency(a[2], a[3], std::stoi(a[4]), a[5]);
     if (a.size() == 5 && a[1] == "raise") return raise(a[2], a[3], std::stoi(a[4]));
+    if (a.size() == 5 && a[1] == "hold") return hold(a[2], a[3], std::stoi(a[4]));
+    if (a.size() == 6 && a[1] == "timed") return timed(a[2], a[3], a[4], a[5]);
   } catch (const std::exception& e) {
     std::cerr << "peer: " << e.what() << '\n';
     return 1;

@@ -62,6 +62,35 @@ struct flaky_storage : storage {
   std::string get_or_insert_property(std::string_view k, std::string_view v) override {
     return inner->get_or_insert_property(k, v);
   }
+  int schema_version() override { return inner->schema_version(); }
+  void register_instance(const instance_registration& w, std::chrono::milliseconds l) override {
+    inner->register_instance(w, l);
+  }
+  bool renew_instance(std::string_view n, std::string_view t,
+                      std::chrono::milliseconds l) override {
+    if (failing_renewals) throw error(errc::database_unavailable, "injected: renewal failed");
+    return inner->renew_instance(n, t, l);
+  }
+  void release_instance(std::string_view n, std::string_view t) override {
+    inner->release_instance(n, t);
+  }
+  std::vector<instance_info> instances() override { return inner->instances(); }
+  queue_summary summary() override { return inner->summary(); }
+  bool acquire_task(std::string_view t, std::string_view h, std::chrono::milliseconds l,
+                    std::chrono::milliseconds m) override {
+    return inner->acquire_task(t, h, l, m);
+  }
+  void release_task(std::string_view t, std::string_view h, bool c, std::string_view r) override {
+    inner->release_task(t, h, c, r);
+  }
+  std::size_t count_expired(const expiry& b) override { return inner->count_expired(b); }
+  std::size_t delete_expired(const expiry& b, std::size_t n) override {
+    return inner->delete_expired(b, n);
+  }
+  std::size_t remove_dead_instances(std::chrono::system_clock::time_point t) override {
+    return inner->remove_dead_instances(t);
+  }
+  std::atomic<bool> failing_renewals{false};
 };
 
 }  // namespace
@@ -251,4 +280,35 @@ TEST_CASE("polling flat out while another connection raises never mistakes a new
   b.poll_once();
   CHECK(b.stats().missed == 0);
   CHECK(got == raised);
+}
+
+TEST_CASE("a failed lease renewal is reported, counted and retried until it succeeds") {
+  temp_dir dir;
+  log_capture logs;
+  auto path = dir.file("e.db");
+  auto o = test_options("r", &logs);
+  o.lease = 300ms;
+  std::mutex m;
+  std::string reason;
+  std::atomic<int> calls{0};
+  o.on_renewal_failed = [&](std::string_view why) {
+    std::lock_guard lk(m);
+    reason = why;
+    ++calls;
+  };
+  auto flaky = std::make_unique<flaky_storage>(std::make_unique<sqlite::sqlite_storage>(path, o));
+  auto* control = flaky.get();
+  queue q(std::move(flaky), o);
+  control->failing_renewals = true;
+  REQUIRE(wait_until([&] { return calls >= 2; }));
+  {
+    std::lock_guard lk(m);
+    CHECK(reason.find("injected: renewal failed") != std::string::npos);
+  }
+  CHECK(q.stats().lease_renewal_failures >= 2);
+  CHECK(logs.contains("lease renewal failed"));
+  control->failing_renewals = false;
+  auto before = q.stats().lease_renewals;
+  REQUIRE(wait_until([&] { return q.stats().lease_renewals > before; }));
+  CHECK_THROWS_AS(queue("sqlite:" + path, test_options("r")), error);  // the name is still held
 }

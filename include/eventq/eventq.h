@@ -4,6 +4,7 @@
 #include "eventq/error.h"
 #include "eventq/event.h"
 #include "eventq/metrics.h"
+#include "eventq/operations.h"
 #include "eventq/options.h"
 #include "eventq/queue.h"
 #include "eventq/signing.h"

@@ -18,7 +18,11 @@ struct metrics {
   std::uint64_t missed = 0;           ///< Missed notifications raised
   std::uint64_t polls = 0;            ///< poll cycles run (each reads one or more pages)
   std::uint64_t poll_errors = 0;      ///< poll cycles that failed (database unreachable...)
-  std::uint64_t cleanup_deleted = 0;  ///< rows deleted by cleanup() on this object
+  std::uint64_t cleanup_deleted = 0;  ///< rows deleted by cleanups this object ran
+  std::uint64_t cleanup_runs = 0;     ///< scheduled cleanups this object ran (options::cleanup_*)
+  std::uint64_t cleanup_errors = 0;   ///< scheduled cleanups that failed (logged, retried)
+  std::uint64_t lease_renewals = 0;   ///< successful renewals of the instance lease
+  std::uint64_t lease_renewal_failures = 0;  ///< failed renewals (on_renewal_failed was called)
   std::chrono::microseconds last_poll_duration{0};  ///< wall time of the latest poll cycle
 };
 

@@ -31,6 +31,11 @@ enum class verify_mode {
   required,  ///< rows with a missing or wrong signature or an unknown key are skipped (default)
   off,       ///< every row is delivered, signed or not: only where nobody untrusted can write
 };
+/// Receives a failed lease renewal (GigaSpaces' AutoRenewalFailed): the reason, for logs. Called
+/// on the queue's maintenance thread after each failed attempt; renewal keeps being retried.
+/// While the lease is not renewed, another process may take the instance name once it expires.
+/// Must not throw and should return quickly.
+using renewal_failed_function = std::function<void(std::string_view reason)>;
 
 /// Options of one queue (one instance's view of one shared database).
 struct options {
@@ -66,11 +71,37 @@ struct options {
   /// call fails with errc::database_error. Raises normally wait microseconds to milliseconds.
   std::chrono::milliseconds busy_timeout{10000};
 
-  /// Default retention used by queue::cleanup() when no age is given (Sitecore keeps 1 day).
+  /// How long this instance's registration (EventQueueInstances) stays valid without renewal.
+  /// A maintenance thread renews it every third of this, independently of the poller, so slow
+  /// handlers do not let it lapse. Opening a second queue under a name whose lease is live fails
+  /// with errc::instance_name_in_use; after a crash the name is free again once it expires.
+  /// Shorter frees names sooner after crashes and costs more renewal writes.
+  std::chrono::milliseconds lease{30000};
+
+  /// Called when a lease renewal fails (database unreachable, or the name was taken over).
+  /// Empty: the failure is only logged.
+  renewal_failed_function on_renewal_failed;
+
+  /// How often the database is cleaned up by the instances themselves (every instance may run it,
+  /// one per database at a time, holding the "cleanup" lease in EventQueueTasks). Zero: never;
+  /// schedule `eventq cleanup` instead (see docs/operating.md).
+  std::chrono::seconds cleanup_interval{std::chrono::hours(24)};
+
+  /// Rows younger than this are kept by cleanup (Sitecore keeps 1 day); also the default age of
+  /// queue::cleanup().
   std::chrono::seconds retention{std::chrono::hours(24)};
+
+  /// Rows older than the retention that a live instance has not processed yet are kept, but
+  /// never longer than this; instances dead for longer than this lose their registration and
+  /// cursor (they start afresh, per options::start, when they come back).
+  std::chrono::seconds cleanup_max_age{std::chrono::hours(24 * 7)};
 
   /// Rows deleted per transaction by cleanup. Smaller batches keep raisers waiting less.
   std::size_t cleanup_batch_size{2000};
+
+  /// Pause between two cleanup batches, at least as long as the previous batch took, so that
+  /// raisers in other processes get the write lock between batches (SQLite).
+  std::chrono::milliseconds cleanup_pause{5};
 
   /// After a failed poll (database unreachable), the poller waits this long before retrying,
   /// doubling up to max_retry_backoff. Errors are logged and counted in metrics::poll_errors.

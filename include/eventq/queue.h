@@ -90,16 +90,21 @@ class queue {
   /// Opens the queue at `url` and applies pending schema migrations:
   ///   sqlite:/var/lib/app/events.db   sqlite:relative/path.db   sqlite:///abs/path.db
   ///   postgresql://user@host:5432/db?schema=name   (or a libpq "key=value" string)
-  /// Registers the instance: a new instance's cursor is stored at once (options::start), so it
-  /// sees every event raised after this constructor returns, even before the first poll.
+  /// Registers the instance in EventQueueInstances with a lease (options::lease) that a
+  /// maintenance thread renews until the queue is destroyed; the same thread runs the scheduled
+  /// cleanup (options::cleanup_interval). A new instance's cursor is stored at once
+  /// (options::start), so it sees every event raised after this constructor returns, even
+  /// before the first poll.
   /// Throws eventq::error: invalid_argument (options), invalid_url, database_unavailable,
-  /// schema_too_new, database_error.
+  /// schema_too_new, database_error, instance_name_in_use (another live process holds
+  /// options::instance_name; nothing is written).
   queue(std::string_view url, options opts);
 
   /// Same, over a storage backend of your own.
   queue(std::unique_ptr<storage> backend, options opts);
 
-  /// Stops the poller (waiting for a running handler to return) and closes the database.
+  /// Stops the poller (waiting for a running handler to return), releases the instance's lease
+  /// (the name is free at once) and closes the database.
   ~queue();
 
   queue(const queue&) = delete;
@@ -162,7 +167,10 @@ class queue {
   std::size_t poll_once();
 
   /// Deletes rows older than `keep` in batches of options::cleanup_batch_size, each in its own
-  /// short transaction so raisers wait little. Returns the number of rows deleted.
+  /// short transaction so raisers wait little, and removes instances dead for longer than
+  /// options::cleanup_max_age. Keeps rows a live instance has not read yet (up to
+  /// cleanup_max_age). Holds the database-wide cleanup lease; waits for another process's
+  /// cleanup up to options::busy_timeout. Returns the number of rows deleted.
   std::size_t cleanup(std::chrono::seconds keep);
   /// cleanup(options::retention).
   std::size_t cleanup();

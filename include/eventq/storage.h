@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "eventq/event.h"
+#include "eventq/options.h"
 
 namespace eventq {
 
@@ -36,9 +38,62 @@ struct read_result {
   std::optional<std::string> missed;
 };
 
-/// A backend. Thread-safety: append(), delete_older_than(), head_cursor() and interrupt() may be
-/// called from any thread at any time, concurrently with each other and with the poller's calls
-/// (read(), load_cursor(), store_cursor(), wait_for_change()), which one thread at a time makes.
+/// What an instance records about itself in the registry when it opens a queue.
+struct instance_registration {
+  std::string name;  ///< options::instance_name
+  std::string host;  ///< the host name of the process
+  std::int64_t pid = 0;
+  std::string version;  ///< the eventq version the process runs
+  std::string token;    ///< unique per opening: only its holder renews or releases the lease
+};
+
+/// One instance as the registry and its cursor describe it (storage::instances()).
+struct instance_info {
+  std::string name;
+  std::string host;  ///< empty for instances that last ran before the registry existed
+  std::int64_t pid = 0;
+  std::string version;
+  std::optional<std::chrono::system_clock::time_point> started;    ///< its latest opening
+  std::optional<std::chrono::system_clock::time_point> heartbeat;  ///< its latest lease renewal
+  std::optional<std::chrono::system_clock::time_point> lease_until;
+  /// The lease has not expired by the database's clock: the instance is running.
+  bool live = false;
+  std::optional<std::string> cursor;  ///< its stored cursor (nullopt: none stored)
+  /// Rows after its cursor, addressed to it or not (0: caught up); nullopt when the cursor is
+  /// missing or unreadable.
+  std::optional<std::int64_t> behind;
+  /// Seconds since the heartbeat, by the database's clock.
+  std::optional<double> heartbeat_age_seconds;
+};
+
+/// Rows of one event type (storage::summary()).
+struct type_summary {
+  std::string type;
+  std::int64_t rows = 0;
+  std::chrono::system_clock::time_point oldest, newest;  ///< Created of the oldest/newest row
+};
+
+/// The table at a glance (storage::summary()): what `eventq stats` prints.
+struct queue_summary {
+  int schema_version = 0;
+  std::int64_t rows = 0;
+  std::optional<std::chrono::system_clock::time_point> oldest, newest;  ///< nullopt: empty
+  std::optional<std::int64_t> min_id, max_id;
+  std::vector<type_summary> types;                                    ///< by type name
+  std::optional<std::chrono::system_clock::time_point> last_cleanup;  ///< latest completed
+  std::string last_cleanup_result;                                    ///< its one-line summary
+};
+
+/// Which rows cleanup may delete (storage::delete_expired()): those created before `cutoff`
+/// that no live instance still has to process, and every row created before `hard_cutoff`.
+struct expiry {
+  std::chrono::system_clock::time_point cutoff;
+  std::chrono::system_clock::time_point hard_cutoff;
+};
+
+/// A backend. Thread-safety: every call except the poller's (read(), load_cursor(),
+/// store_cursor(), wait_for_change(), which one thread at a time makes) may be made from any
+/// thread at any time, concurrently with each other and with the poller's calls.
 class storage {
  public:
   virtual ~storage() = default;
@@ -67,7 +122,8 @@ class storage {
   virtual read_result read(std::string_view cursor, std::size_t limit) = 0;
 
   /// Deletes at most `max_rows` rows created before `cutoff`, in one short transaction, and
-  /// returns how many it deleted. Never makes a later raise reuse a deleted row's id.
+  /// returns how many it deleted. Never makes a later raise reuse a deleted row's id. Ignores
+  /// the instances: queue cleanup uses delete_expired(), which keeps rows not yet read.
   virtual std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
                                         std::size_t max_rows) = 0;
 
@@ -84,6 +140,65 @@ class storage {
   /// any thread. The default throws errc::invalid_argument: a backend without it needs
   /// options::secret or EVENTQ_SECRET.
   virtual std::string get_or_insert_property(std::string_view key, std::string_view value);
+  // ---- operations: schema, instance registry, task leases, cleanup, statistics ----
+  // Lease times are judged by the database's clock where it has one (PostgreSQL's now()), so
+  // instances on hosts with skewed clocks agree on who is live.
+
+  /// The schema version of the database (max EventQueueSchema.Version).
+  virtual int schema_version() = 0;
+
+  /// Records `who` in the registry (EventQueueInstances) with a lease of `lease` from now.
+  /// Throws eventq::error(instance_name_in_use) naming the holder when another token holds an
+  /// unexpired lease on the name; nothing is written then. An expired lease is taken over.
+  virtual void register_instance(const instance_registration& who,
+                                 std::chrono::milliseconds lease) = 0;
+
+  /// Extends the lease of `name` held by `token` to `lease` from now and records the
+  /// heartbeat. Returns false when the name is no longer held by `token` (the lease expired
+  /// and another instance took the name). Throws eventq::error when the database fails.
+  virtual bool renew_instance(std::string_view name, std::string_view token,
+                              std::chrono::milliseconds lease) = 0;
+
+  /// Ends the lease of `name` if `token` holds it (the instance closed); the row stays, for
+  /// operators, until cleanup removes dead instances.
+  virtual void release_instance(std::string_view name, std::string_view token) = 0;
+
+  /// Every registered instance with its cursor and lag, by name.
+  virtual std::vector<instance_info> instances() = 0;
+
+  /// Rows, ages, rows per type, the latest cleanup.
+  virtual queue_summary summary() = 0;
+
+  /// Takes the database-wide lease `task` (e.g. "cleanup") for `holder` for `length`, unless
+  /// another holder has an unexpired lease on it, or the task last completed less than
+  /// `min_interval` ago. Returns true when taken; taking it again as its holder renews it.
+  virtual bool acquire_task(std::string_view task, std::string_view holder,
+                            std::chrono::milliseconds length,
+                            std::chrono::milliseconds min_interval) = 0;
+
+  /// Gives up `task` if `holder` holds it. `completed`: record now as its last completed run
+  /// and `result` as its one-line summary.
+  virtual void release_task(std::string_view task, std::string_view holder, bool completed,
+                            std::string_view result) = 0;
+
+  /// How many rows delete_expired() would delete in total now (a dry run).
+  virtual std::size_t count_expired(const expiry& bounds) = 0;
+
+  /// Deletes at most `max_rows` (>= 1) rows that `bounds` allows, oldest first, in one short
+  /// transaction; returns how many. A row is kept while a live instance (unexpired lease) has
+  /// not read past it (addressed to it or not: instances notice any deleted row after their
+  /// cursor and report Missed), unless it is older than bounds.hard_cutoff. Never makes a later
+  /// raise reuse a deleted row's id.
+  virtual std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) = 0;
+
+  /// Removes the registry rows and stored cursors of instances whose lease expired before
+  /// `dead_before`. Returns how many instances were removed.
+  virtual std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) = 0;
 };
+
+/// Opens the backend named by `url` (see queue::queue) and applies pending migrations, without
+/// registering an instance: for tools such as the eventq command. Only opts' busy_timeout,
+/// change_check_interval and logger are used. Throws eventq::error as queue::queue does.
+std::unique_ptr<storage> open_storage(std::string_view url, const options& opts);
 
 }  // namespace eventq

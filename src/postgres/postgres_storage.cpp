@@ -121,6 +121,8 @@ std::string quoted_prefix(std::string_view s) {
   return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
 }
 
+}  // namespace
+
 // ---- errors ----------------------------------------------------------------------------------
 
 bool is_unavailable(const pqxx::sql_error& e) {
@@ -164,6 +166,8 @@ bool is_unavailable(const pqxx::sql_error& e) {
     throw error(errc::database_error, where + ": " + what + " failed: " + e.what());
   }
 }
+
+namespace {
 
 std::string created_text(std::chrono::system_clock::time_point t) {
   return detail::format_utc(t) + "+00";

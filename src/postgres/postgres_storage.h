@@ -7,6 +7,7 @@
 #include <mutex>
 #include <pqxx/connection>
 #include <pqxx/transaction_base>
+#include <pqxx/except>
 #include <string>
 
 #include "eventq/options.h"
@@ -14,6 +15,13 @@
 #include "postgres/postgres_config.h"
 
 namespace eventq::postgres {
+
+/// True for SQLSTATEs that mean the server is unreachable or going away (retry on reconnect).
+bool is_unavailable(const pqxx::sql_error& e);
+
+/// Converts the exception in flight into eventq::error naming `what` was being done. Call only
+/// from a catch block.
+[[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what);
 
 /// storage over a PostgreSQL schema. Three connections, each used by one thread at a time:
 /// the writer (raises, cleanup; guarded by a mutex), the reader (the poller's reads and cursor
@@ -39,6 +47,25 @@ class postgres_storage final : public storage {
   bool wait_for_change(std::chrono::milliseconds timeout) override;
   void interrupt() override;
 
+  // Operations (postgres_operations.cpp), on a connection of their own so that a cleanup batch
+  // never holds up this process's raises.
+  int schema_version() override;
+  void register_instance(const instance_registration& who,
+                         std::chrono::milliseconds lease) override;
+  bool renew_instance(std::string_view name, std::string_view token,
+                      std::chrono::milliseconds lease) override;
+  void release_instance(std::string_view name, std::string_view token) override;
+  std::vector<instance_info> instances() override;
+  queue_summary summary() override;
+  bool acquire_task(std::string_view task, std::string_view holder,
+                    std::chrono::milliseconds length,
+                    std::chrono::milliseconds min_interval) override;
+  void release_task(std::string_view task, std::string_view holder, bool completed,
+                    std::string_view result) override;
+  std::size_t count_expired(const expiry& bounds) override;
+  std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) override;
+  std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
+
  private:
   class listener;
   std::unique_ptr<pqxx::connection> connect(const char* role);
@@ -46,6 +73,8 @@ class postgres_storage final : public storage {
   int schema_version(pqxx::transaction_base& tx) const;
   pqxx::connection& writer();  // REQUIRES: m_write_mutex held
   pqxx::connection& reader();  // REQUIRES: m_read_mutex held
+  template <class F>
+  auto on_admin(const char* what, F&& f);
   template <class F>
   auto on_reader(const char* what, F&& f);
   bool ensure_listener();
@@ -59,6 +88,9 @@ class postgres_storage final : public storage {
 
   std::mutex m_read_mutex;
   std::unique_ptr<pqxx::connection> m_reader;
+
+  std::mutex m_admin_mutex;
+  std::unique_ptr<pqxx::connection> m_admin;
 
   // Poller thread only.
   std::unique_ptr<pqxx::connection> m_listen_conn;

@@ -27,6 +27,8 @@ class connection {
  public:
   /// Opens (creating if needed) the file, sets WAL mode and the busy timeout.
   connection(const std::string& path, std::chrono::milliseconds busy_timeout);
+  connection(const connection&) = delete;  // the busy handler holds `this`
+  connection& operator=(const connection&) = delete;
 
   sqlite3* get() const noexcept { return m_db.get(); }
   const std::string& path() const noexcept { return m_path; }
@@ -37,8 +39,15 @@ class connection {
   /// Throws eventq::error for a failed call, naming `what` was being done.
   [[noreturn]] void fail(int rc, std::string_view what) const;
 
+  /// Rows changed by the latest statement.
+  std::size_t changes() const noexcept;
+
  private:
+  static int on_busy(void* self, int count) noexcept;
+
   std::string m_path;
+  std::chrono::milliseconds m_busy_timeout;
+  std::chrono::steady_clock::time_point m_busy_since{};
   std::unique_ptr<sqlite3, db_closer> m_db;
 };
 
@@ -60,6 +69,7 @@ class statement {
 
   bool is_null(int col) const noexcept;
   std::int64_t int64(int col) const noexcept;
+  double real(int col) const noexcept;
   std::string text(int col) const;
   std::string_view text_view(int col) const noexcept;
 

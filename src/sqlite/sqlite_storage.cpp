@@ -107,13 +107,6 @@ void sqlite_storage::migrate() {
   tx.commit();
 }
 
-int sqlite_storage::schema_version() {
-  std::lock_guard lk(m_read_mutex);
-  statement s(m_reader, "SELECT coalesce(max(Version), 0) FROM EventQueueSchema");
-  s.step();
-  return static_cast<int>(s.int64(0));
-}
-
 std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> events) {
   std::vector<std::int64_t> ids;
   ids.reserve(events.size());
@@ -281,7 +274,7 @@ std::size_t sqlite_storage::delete_older_than(std::chrono::system_clock::time_po
   m_delete_batch->bind(1, detail::format_utc(cutoff))
       .bind(2, static_cast<std::int64_t>(max_rows))
       .run();
-  auto n = static_cast<std::size_t>(sqlite3_changes(m_writer.get()));
+  auto n = m_writer.changes();
   tx.commit();
   return n;
 }

@@ -34,8 +34,23 @@ class sqlite_storage final : public storage {
   bool wait_for_change(std::chrono::milliseconds timeout) override;
   void interrupt() override;
 
-  /// The schema version of the open database (max EventQueueSchema.Version).
-  int schema_version();
+  // Operations (sqlite_operations.cpp).
+  int schema_version() override;
+  void register_instance(const instance_registration& who,
+                         std::chrono::milliseconds lease) override;
+  bool renew_instance(std::string_view name, std::string_view token,
+                      std::chrono::milliseconds lease) override;
+  void release_instance(std::string_view name, std::string_view token) override;
+  std::vector<instance_info> instances() override;
+  queue_summary summary() override;
+  bool acquire_task(std::string_view task, std::string_view holder,
+                    std::chrono::milliseconds length,
+                    std::chrono::milliseconds min_interval) override;
+  void release_task(std::string_view task, std::string_view holder, bool completed,
+                    std::string_view result) override;
+  std::size_t count_expired(const expiry& bounds) override;
+  std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) override;
+  std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
 
   /// Called by another storage of this process on the same file after it committed events.
   void notify_change();

@@ -1,0 +1,286 @@
+// The eventq command: what operators and schedulers run against an eventq database. Thin over
+// the library (eventq/operations.h, eventq/storage.h): this file only parses arguments and
+// prints. Exit codes: 0 done, 1 failed (the database refused or is unreachable...), 2 wrong usage.
+// Every error is one line on stderr saying what is wrong and what to do.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include "eventq/eventq.h"
+#include "output.h"
+
+namespace {
+
+using namespace eventq;
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }
+
+std::string one_line(std::string s) {
+  for (auto& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+// A usage error: exit 2.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+options tool_options() {
+  options o;
+  o.instance_name = "eventq-cli";
+  o.logger = [](log_level level, std::string_view msg) {
+    if (level >= log_level::warning)
+      std::cerr << "eventq: warning: " << one_line(std::string(msg)) << '\n';
+  };
+  return o;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+struct args {
+  std::string db;
+  // raise
+  std::string type, data, instance = "eventq-cli";
+  bool local = false, global = false, both = false;
+  // tail
+  std::string tail_type;
+  bool from_start = false, json = false, prometheus = false;
+  std::size_t count = 0;
+  // cleanup
+  std::string keep, max_age = "7d", wait = "0";
+  std::size_t batch_size = 2000;
+  bool dry_run = false;
+};
+
+// Throws usage_error unless a database is named; unless `create`, an SQLite file must exist (a
+// typo in the path would otherwise create an empty database and report nothing wrong).
+void check_db(const args& a, bool create) {
+  if (a.db.empty()) {
+    throw usage_error(
+        "no database given: pass --db URL or set EVENTQ_DB (e.g. sqlite:/var/lib/app/events.db "
+        "or postgresql://user@host/dbname)");
+  }
+  if (!create && a.db.rfind("sqlite:", 0) == 0) {
+    std::string path = a.db.substr(7);
+    if (path.rfind("//", 0) == 0) path = path.substr(2);
+    if (!path.empty() && !std::filesystem::exists(path)) {
+      throw std::runtime_error("SQLite database '" + path +
+                               "' does not exist: check --db / EVENTQ_DB, or create it with "
+                               "'eventq migrate'");
+    }
+  }
+}
+
+std::unique_ptr<storage> open(const args& a, bool create = false) {
+  check_db(a, create);
+  return open_storage(a.db, tool_options());
+}
+
+int run_migrate(const args& a) {
+  auto s = open(a, true);
+  std::cout << "schema version " << s->schema_version() << " (" << s->backend_name()
+            << "): up to date\n";
+  return 0;
+}
+
+int run_raise(const args& a) {
+  nlohmann::json data = nlohmann::json::parse(a.data, nullptr, false);
+  if (data.is_discarded()) {
+    throw usage_error("--data is not valid JSON: give an object, e.g. --data '{\"page\":42}'");
+  }
+  raise_mode mode = a.local  ? raise_mode::locally
+                    : a.both ? raise_mode::both
+                             : raise_mode::globally;
+  auto s = open(a);
+  auto o = tool_options();
+  o.instance_name = a.instance;
+  auto id = raise_as(*s, o, a.type, data, mode);
+  std::cout << "raised event " << id << " (" << a.type << ", " << to_string(mode) << ", as "
+            << a.instance << ")\n";
+  return 0;
+}
+
+int run_tail(const args& a) {
+  check_db(a, false);
+  follower f(a.db, a.from_start ? start_position::oldest : start_position::now, tool_options());
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::size_t printed = 0;
+  while (!g_stop) {
+    auto page = f.next(std::chrono::milliseconds(200));
+    if (page.missed) std::cerr << "eventq: missed: " << one_line(*page.missed) << '\n';
+    for (const auto& e : page.events) {
+      if (!a.tail_type.empty() && e.type != a.tail_type) continue;
+      if (a.json) {
+        std::cout << cli::event_json(e).dump() << '\n';
+      } else {
+        std::cout << cli::event_line(e) << '\n';
+      }
+      std::cout.flush();
+      if (a.count > 0 && ++printed >= a.count) return 0;
+    }
+  }
+  return 0;
+}
+
+int run_stats(const args& a) {
+  auto s = open(a);
+  auto summary = s->summary();
+  auto instances = s->instances();
+  if (a.json) {
+    std::cout << cli::stats_json(s->backend_name(), summary, instances).dump(2) << '\n';
+  } else if (a.prometheus) {
+    cli::print_prometheus(std::cout, summary, instances);
+  } else {
+    cli::print_stats_table(std::cout, s->backend_name(), summary, instances);
+  }
+  return 0;
+}
+
+int run_instances(const args& a) {
+  auto s = open(a);
+  auto instances = s->instances();
+  if (a.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& i : instances) list.push_back(cli::instance_json(i));
+    std::cout << list.dump(2) << '\n';
+  } else {
+    cli::print_instances_table(std::cout, instances);
+  }
+  return 0;
+}
+
+// Rows an instance would refuse: exit 0 when there are none, 1 when there are (so that a
+// monitoring job can alert on it), each listed with its id and the reason.
+int run_verify(const args& a) {
+  auto s = open(a);
+  auto rows = find_rejected_rows(*s, tool_options(), a.count > 0 ? a.count : 1000);
+  for (const auto& r : rows) {
+    if (a.json) {
+      std::cout << nlohmann::json{{"id", r.row.id},
+                                  {"type", r.row.type},
+                                  {"instance", r.row.instance},
+                                  {"verdict", r.verdict},
+                                  {"reason", r.reason}}
+                       .dump()
+                << '\n';
+    } else {
+      std::cout << r.row.id << '\t' << r.verdict << '\t' << r.row.type << '\t' << r.row.instance
+                << '\t' << one_line(r.reason) << '\n';
+    }
+  }
+  std::cerr << "eventq: " << rows.size() << " row(s) would be refused\n";
+  return rows.empty() ? 0 : 1;
+}
+
+int run_cleanup(const args& a) {
+  cleanup_settings c;
+  try {
+    c.keep = parse_duration(a.keep);
+    c.max_age = parse_duration(a.max_age);
+    c.wait_for_other = parse_duration(a.wait);
+  } catch (const error& e) {
+    throw usage_error(e.what());
+  }
+  c.batch_size = a.batch_size;
+  c.dry_run = a.dry_run;
+  auto s = open(a);
+  auto report =
+      eventq::run_cleanup(*s, c, "eventq-cli@" + host_name() + ":" + std::to_string(getpid()));
+  std::cout << report.summary() << '\n';
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "eventq: inspect and maintain an eventq database (events between application "
+      "instances through a shared table)"};
+  app.require_subcommand(1);
+  args a;
+  app.add_option("--db", a.db, "database URL: sqlite:/path/events.db or postgresql://...")
+      ->envname("EVENTQ_DB");
+
+  auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema; print the version");
+  auto* raise = app.add_subcommand("raise", "raise one event, as an instance would");
+  raise->add_option("--type", a.type, "event type name")->required();
+  raise->add_option("--data", a.data, "JSON object payload")->required();
+  auto* l = raise->add_flag("--local", a.local, "only to the raising instance");
+  auto* g = raise->add_flag("--global", a.global, "to every other instance (the default)");
+  auto* b = raise->add_flag("--both", a.both, "to every instance");
+  l->excludes(g)->excludes(b);
+  g->excludes(b);
+  raise->add_option("--instance", a.instance, "raise as this instance name")->capture_default_str();
+
+  auto* tail = app.add_subcommand("tail", "print events as they arrive; moves no cursor");
+  tail->add_option("--type", a.tail_type, "only events of this type");
+  tail->add_flag("--from-start", a.from_start, "begin with the oldest retained event");
+  tail->add_option("--count", a.count, "exit after this many events");
+  tail->add_flag("--json", a.json, "one JSON object per line");
+
+  auto* stats = app.add_subcommand("stats", "rows, ages, rows per type, instances and their lag");
+  auto* sj = stats->add_flag("--json", a.json, "JSON");
+  auto* sp = stats->add_flag("--prometheus", a.prometheus, "Prometheus text format");
+  sj->excludes(sp);
+
+  auto* instances = app.add_subcommand("instances", "the instance registry");
+  instances->add_flag("--json", a.json, "JSON");
+
+  auto* cleanup = app.add_subcommand("cleanup", "delete old events (what a scheduler runs)");
+  cleanup->add_option("--keep", a.keep, "keep events younger than this: 1d, 12h, 30m, 90s")
+      ->required();
+  cleanup
+      ->add_option("--max-age", a.max_age,
+                   "delete even unprocessed events older than this; remove instances dead "
+                   "longer than this")
+      ->capture_default_str();
+  cleanup->add_option("--batch-size", a.batch_size, "rows per transaction")->capture_default_str();
+  cleanup->add_option("--wait", a.wait, "wait this long for another running cleanup")
+      ->capture_default_str();
+  cleanup->add_flag("--dry-run", a.dry_run, "count what would be deleted; change nothing");
+
+  auto* verify = app.add_subcommand(
+      "verify",
+      "list rows instances refuse (bad signature, unknown key, malformed); exit 1 if any");
+  verify->add_option("--count", a.count, "list at most this many (default 1000)");
+  verify->add_flag("--json", a.json, "one JSON object per line");
+
+  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify}) sub->fallthrough();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::cerr << "eventq: " << one_line(e.what()) << " (see eventq --help)\n";
+    return 2;
+  }
+  try {
+    if (*migrate) return run_migrate(a);
+    if (*raise) return run_raise(a);
+    if (*tail) return run_tail(a);
+    if (*stats) return run_stats(a);
+    if (*instances) return run_instances(a);
+    if (*cleanup) return run_cleanup(a);
+    if (*verify) return run_verify(a);
+  } catch (const usage_error& e) {
+    std::cerr << "eventq: " << one_line(e.what()) << '\n';
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "eventq: " << one_line(e.what()) << '\n';
+    return 1;
+  }
+  return 2;
+}

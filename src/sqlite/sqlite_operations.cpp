@@ -1,0 +1,237 @@
+// The SQLite storage, part two: the instance registry, task leases, cleanup and statistics.
+// Times are UTC text in format_utc's form, which sorts like the times it names; "now" is this
+// host's clock, the only one an SQLite file has.
+#include "sqlite/sqlite_storage.h"
+#include "util.h"
+
+namespace eventq::sqlite {
+
+namespace {
+
+using std::chrono::system_clock;
+
+std::string utc(system_clock::time_point t) { return detail::format_utc(t); }
+
+std::optional<system_clock::time_point> time_column(const statement& s, int col) {
+  if (s.is_null(col)) return std::nullopt;
+  return detail::parse_utc(s.text_view(col));
+}
+
+// Rows cleanup may delete: ?1 retention cutoff, ?2 hard cutoff, ?3 now. Every row after the
+// cursor of a live instance is kept (the instance reads every row, addressed to it or not, and
+// takes a gap in the Ids for deleted events: Missed); a cursor that is not a number keeps all.
+constexpr const char* k_expired_where =
+    "e.Created < ?1 AND (e.Created < ?2 OR e.Id <= coalesce((SELECT "
+    "min(CASE WHEN p.Value GLOB '[0-9]*' AND p.Value NOT GLOB '*[^0-9]*' "
+    "THEN CAST(p.Value AS INTEGER) ELSE 0 END) "
+    "FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
+    "WHERE i.LeaseUntil > ?3), 9223372036854775807))";
+
+}  // namespace
+
+int sqlite_storage::schema_version() {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader, "SELECT coalesce(max(Version), 0) FROM EventQueueSchema");
+  s.step();
+  return static_cast<int>(s.int64(0));
+}
+
+void sqlite_storage::register_instance(const instance_registration& who,
+                                       std::chrono::milliseconds lease) {
+  auto now = system_clock::now();
+  std::lock_guard lk(m_write_mutex);
+  write_transaction tx(m_writer);
+  statement upsert(
+      m_writer,
+      "INSERT INTO EventQueueInstances (Name, Host, Pid, Version, Token, Started, "
+      "Heartbeat, LeaseUntil) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) "
+      "ON CONFLICT (Name) DO UPDATE SET Host = excluded.Host, Pid = excluded.Pid, "
+      "Version = excluded.Version, Token = excluded.Token, Started = excluded.Started, "
+      "Heartbeat = excluded.Heartbeat, LeaseUntil = excluded.LeaseUntil "
+      "WHERE EventQueueInstances.LeaseUntil <= ?6 "
+      "OR EventQueueInstances.Token = excluded.Token");
+  upsert.bind(1, who.name)
+      .bind(2, who.host)
+      .bind(3, who.pid)
+      .bind(4, who.version)
+      .bind(5, who.token)
+      .bind(6, utc(now))
+      .bind(7, utc(now + lease))
+      .run();
+  if (m_writer.changes() == 0) {
+    statement holder(m_writer,
+                     "SELECT Host, Pid, Heartbeat, LeaseUntil FROM EventQueueInstances "
+                     "WHERE Name = ?1");
+    holder.bind(1, who.name);
+    holder.step();
+    auto msg = detail::name_in_use_message(who.name, holder.text_view(0), holder.int64(1),
+                                           holder.text_view(2), holder.text_view(3));
+    holder.reset();
+    throw error(errc::instance_name_in_use, msg);
+  }
+  tx.commit();
+}
+
+bool sqlite_storage::renew_instance(std::string_view name, std::string_view token,
+                                    std::chrono::milliseconds lease) {
+  auto now = system_clock::now();
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              "UPDATE EventQueueInstances SET Heartbeat = ?3, LeaseUntil = ?4 "
+              "WHERE Name = ?1 AND Token = ?2");
+  s.bind(1, name).bind(2, token).bind(3, utc(now)).bind(4, utc(now + lease)).run();
+  return m_writer.changes() == 1;
+}
+
+void sqlite_storage::release_instance(std::string_view name, std::string_view token) {
+  auto now = utc(system_clock::now());
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              "UPDATE EventQueueInstances SET Heartbeat = ?3, LeaseUntil = ?3 "
+              "WHERE Name = ?1 AND Token = ?2");
+  s.bind(1, name).bind(2, token).bind(3, now).run();
+}
+
+std::vector<instance_info> sqlite_storage::instances() {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader,
+              "SELECT Instance, Cursor, Behind, Live, HeartbeatAgeSeconds, Heartbeat, "
+              "LeaseUntil, Host, Pid, Version, Started FROM EventQueueLag ORDER BY Instance");
+  std::vector<instance_info> out;
+  while (s.step()) {
+    instance_info i;
+    i.name = s.text(0);
+    if (!s.is_null(1)) i.cursor = s.text(1);
+    if (!s.is_null(2)) i.behind = s.int64(2);
+    i.live = s.int64(3) != 0;
+    if (!s.is_null(4)) i.heartbeat_age_seconds = s.real(4);
+    i.heartbeat = time_column(s, 5);
+    i.lease_until = time_column(s, 6);
+    i.host = s.text(7);
+    i.pid = s.int64(8);
+    i.version = s.text(9);
+    i.started = time_column(s, 10);
+    out.push_back(std::move(i));
+  }
+  s.reset();
+  return out;
+}
+
+queue_summary sqlite_storage::summary() {
+  queue_summary out;
+  out.schema_version = schema_version();
+  std::lock_guard lk(m_read_mutex);
+  read_transaction snapshot(m_reader);  // the totals and the per-type rows agree
+  {
+    statement types(m_reader,
+                    "SELECT EventType, Rows, Oldest, Newest, MinId, MaxId FROM EventQueueStats "
+                    "ORDER BY EventType");
+    while (types.step()) {
+      type_summary t;
+      t.type = types.text(0);
+      t.rows = types.int64(1);
+      t.oldest = time_column(types, 2).value_or(system_clock::time_point{});
+      t.newest = time_column(types, 3).value_or(system_clock::time_point{});
+      out.rows += t.rows;
+      if (!out.oldest || t.oldest < *out.oldest) out.oldest = t.oldest;
+      if (!out.newest || t.newest > *out.newest) out.newest = t.newest;
+      if (!out.min_id || types.int64(4) < *out.min_id) out.min_id = types.int64(4);
+      if (!out.max_id || types.int64(5) > *out.max_id) out.max_id = types.int64(5);
+      out.types.push_back(std::move(t));
+    }
+    types.reset();
+    statement task(m_reader,
+                   "SELECT LastRun, coalesce(LastResult, '') FROM EventQueueTasks "
+                   "WHERE Name = 'cleanup'");
+    if (task.step()) {
+      out.last_cleanup = time_column(task, 0);
+      out.last_cleanup_result = task.text(1);
+    }
+    task.reset();
+  }
+  return out;
+}
+
+bool sqlite_storage::acquire_task(std::string_view task, std::string_view holder,
+                                  std::chrono::milliseconds length,
+                                  std::chrono::milliseconds min_interval) {
+  auto now = system_clock::now();
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              "INSERT INTO EventQueueTasks (Name, Holder, LeaseUntil) VALUES (?1, ?2, ?3) "
+              "ON CONFLICT (Name) DO UPDATE SET Holder = excluded.Holder, "
+              "LeaseUntil = excluded.LeaseUntil "
+              "WHERE (EventQueueTasks.Holder IS NULL OR EventQueueTasks.LeaseUntil <= ?4 "
+              "OR EventQueueTasks.Holder = excluded.Holder) "
+              "AND (EventQueueTasks.Holder = excluded.Holder OR EventQueueTasks.LastRun IS NULL "
+              "OR EventQueueTasks.LastRun <= ?5)");
+  s.bind(1, task)
+      .bind(2, holder)
+      .bind(3, utc(now + length))
+      .bind(4, utc(now))
+      .bind(5, utc(now - min_interval))
+      .run();
+  return m_writer.changes() == 1;
+}
+
+void sqlite_storage::release_task(std::string_view task, std::string_view holder, bool completed,
+                                  std::string_view result) {
+  auto now = utc(system_clock::now());
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              "UPDATE EventQueueTasks SET Holder = NULL, LeaseUntil = NULL, "
+              "LastRun = CASE WHEN ?3 THEN ?4 ELSE LastRun END, "
+              "LastResult = CASE WHEN ?3 THEN ?5 ELSE LastResult END "
+              "WHERE Name = ?1 AND Holder = ?2");
+  s.bind(1, task)
+      .bind(2, holder)
+      .bind(3, std::int64_t{completed})
+      .bind(4, now)
+      .bind(5, result)
+      .run();
+}
+
+std::size_t sqlite_storage::count_expired(const expiry& bounds) {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader, std::string("SELECT count(*) FROM EventQueue e WHERE ") + k_expired_where);
+  s.bind(1, utc(bounds.cutoff)).bind(2, utc(bounds.hard_cutoff)).bind(3, utc(system_clock::now()));
+  s.step();
+  auto n = static_cast<std::size_t>(s.int64(0));
+  s.reset();
+  return n;
+}
+
+std::size_t sqlite_storage::delete_expired(const expiry& bounds, std::size_t max_rows) {
+  auto now = utc(system_clock::now());
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              std::string("DELETE FROM EventQueue WHERE Id IN (SELECT e.Id FROM EventQueue e "
+                          "WHERE ") +
+                  k_expired_where + " ORDER BY e.Created LIMIT ?4)");
+  write_transaction tx(m_writer);
+  s.bind(1, utc(bounds.cutoff))
+      .bind(2, utc(bounds.hard_cutoff))
+      .bind(3, now)
+      .bind(4, static_cast<std::int64_t>(max_rows))
+      .run();
+  auto n = m_writer.changes();
+  tx.commit();
+  return n;
+}
+
+std::size_t sqlite_storage::remove_dead_instances(system_clock::time_point dead_before) {
+  auto cutoff = utc(dead_before);
+  std::lock_guard lk(m_write_mutex);
+  write_transaction tx(m_writer);
+  statement cursors(m_writer,
+                    "DELETE FROM Properties WHERE Key IN (SELECT 'EQStamp_' || Name FROM "
+                    "EventQueueInstances WHERE LeaseUntil < ?1)");
+  cursors.bind(1, cutoff).run();
+  statement rows(m_writer, "DELETE FROM EventQueueInstances WHERE LeaseUntil < ?1");
+  rows.bind(1, cutoff).run();
+  auto n = m_writer.changes();
+  tx.commit();
+  return n;
+}
+
+}  // namespace eventq::sqlite

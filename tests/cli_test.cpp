@@ -1,0 +1,237 @@
+// The eventq command run as a process, its output checked. Built twice: cli_test (SQLite) and
+// postgres_cli_test (PostgreSQL, EVENTQ_TEST_POSTGRES).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "support.h"
+#ifdef EVENTQ_TEST_POSTGRES
+#include "pg_support.h"
+#endif
+
+using namespace eventq;
+using namespace eventq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+#ifdef EVENTQ_TEST_POSTGRES
+struct database {
+  std::string schema = pg::fresh_schema();
+  std::string url = pg::url_with_schema(schema);
+  std::string properties() {
+    return pg::text(schema,
+                    "SELECT string_agg(Key || '=' || Value, ';' ORDER BY Key) FROM Properties");
+  }
+};
+#else
+struct database {
+  temp_dir dir;
+  std::string url = "sqlite:" + dir.file("e.db");
+  std::string properties() {
+    return sqlite_text(dir.file("e.db"),
+                       "SELECT group_concat(kv, ';') FROM (SELECT Key || '=' || Value AS kv FROM "
+                       "Properties ORDER BY Key)");
+  }
+};
+#endif
+
+struct result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs the eventq command with `args` (and `env`, "NAME=value" words) through the shell.
+result eventq_cmd(const std::vector<std::string>& args, const std::string& env = "") {
+  temp_dir dir;
+  std::string cmd = env + " " + quote(EVENTQ_CLI);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " 2>" + dir.file("err");
+  result r;
+  std::FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = read_file(dir.file("err"));
+  return r;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
+}
+
+bool one_line_error(const result& r) {
+  return r.code != 0 && r.err.rfind("eventq: ", 0) == 0 && r.err.find('\n') == r.err.size() - 1;
+}
+
+}  // namespace
+
+TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup") {
+  database db;
+  auto m = eventq_cmd({"--db", db.url, "migrate"});
+  CHECK(m.code == 0);
+  CHECK(m.out.find("schema version 3") != std::string::npos);
+
+  queue a(db.url, test_options("web-01"));  // a live instance that has read nothing yet
+  auto r1 =
+      eventq_cmd({"raise", "--db", db.url, "--type", "page.changed", "--data", R"({"page":1})"});
+  CHECK(r1.code == 0);
+  CHECK(r1.out.find("raised event") == 0);
+  auto r2 = eventq_cmd({"raise", "--type", "page.changed", "--data", R"({"page":2})", "--both",
+                        "--instance", "editor"},
+                       "EVENTQ_DB=" + quote(db.url));
+  CHECK(r2.code == 0);
+  CHECK(eventq_cmd({"raise", "--db", db.url, "--type", "cache.flush", "--data", "{}", "--local"})
+            .code == 0);
+
+  auto j = eventq_cmd({"stats", "--db", db.url, "--json"});
+  REQUIRE(j.code == 0);
+  auto stats = nlohmann::json::parse(j.out);
+  CHECK(stats.at("rows") == 3);
+  CHECK(stats.at("schema_version") == 3);
+  REQUIRE(stats.at("types").size() == 2);
+  CHECK(stats.at("types")[0].at("type") == "cache.flush");
+  CHECK(stats.at("types")[1].at("rows") == 2);
+  REQUIRE(stats.at("instances").size() == 1);
+  CHECK(stats.at("instances")[0].at("name") == "web-01");
+  CHECK(stats.at("instances")[0].at("live") == true);
+  CHECK(stats.at("instances")[0].at("behind") == 3);
+  CHECK(stats.at("instances")[0].at("heartbeat_age_seconds").get<double>() < 60);
+
+  auto p = eventq_cmd({"stats", "--db", db.url, "--prometheus"});
+  REQUIRE(p.code == 0);
+  CHECK(std::regex_search(p.out, std::regex("(^|\n)eventq_rows 3\n")));
+  CHECK(
+      std::regex_search(p.out, std::regex("\neventq_rows_by_type\\{type=\"page.changed\"\\} 2\n")));
+  CHECK(std::regex_search(p.out,
+                          std::regex("\neventq_instance_behind\\{instance=\"web-01\"\\} 3\n")));
+  CHECK(
+      std::regex_search(p.out, std::regex("\neventq_instance_live\\{instance=\"web-01\"\\} 1\n")));
+  CHECK(std::regex_search(p.out, std::regex("\n# TYPE eventq_rows gauge\n")));
+  for (const auto& line : lines_of(p.out)) {
+    INFO(line);
+    CHECK(std::regex_match(line,
+                           std::regex("# (HELP|TYPE) .*|eventq_[a-z_]+(\\{[a-z]+=\"[^\"]*\"\\})? "
+                                      "-?[0-9.e+-]+")));
+  }
+
+  auto t = eventq_cmd({"stats", "--db", db.url});
+  CHECK(t.code == 0);
+  CHECK(t.out.find("rows           3") != std::string::npos);
+  CHECK(t.out.find("web-01") != std::string::npos);
+
+  auto i = eventq_cmd({"instances", "--db", db.url, "--json"});
+  REQUIRE(i.code == 0);
+  auto list = nlohmann::json::parse(i.out);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].at("pid") == static_cast<int>(getpid()));
+  CHECK(eventq_cmd({"instances", "--db", db.url}).out.find("web-01") != std::string::npos);
+
+  std::this_thread::sleep_for(5ms);
+  auto dry = eventq_cmd({"cleanup", "--db", db.url, "--keep", "0", "--dry-run"});
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("cleanup (dry run): would delete 0 rows") == 0);  // web-01 has not read them
+  a.poll_once();
+  dry = eventq_cmd({"cleanup", "--db", db.url, "--keep", "0", "--dry-run"});
+  CHECK(dry.out.find("would delete 3 rows") != std::string::npos);
+  auto kept = eventq_cmd({"cleanup", "--db", db.url, "--keep", "1d"});
+  CHECK(kept.code == 0);
+  CHECK(kept.out.find("cleanup: deleted 0 rows") == 0);
+  auto done = eventq_cmd({"cleanup", "--db", db.url, "--keep", "0s"});
+  CHECK(done.code == 0);
+  CHECK(std::regex_match(done.out, std::regex("cleanup: deleted 3 rows in 1 batch, removed 0 dead "
+                                              "instances, [0-9.]+ s\n")));
+  auto after = nlohmann::json::parse(eventq_cmd({"stats", "--db", db.url, "--json"}).out);
+  CHECK(after.at("rows") == 0);
+  CHECK(after.at("last_cleanup_result").get<std::string>().find("deleted 3 rows") !=
+        std::string::npos);
+}
+
+TEST_CASE("every error is one line on stderr and a non-zero exit") {
+  database db;
+  CHECK(eventq_cmd({"--db", db.url, "migrate"}).code == 0);
+  auto none = eventq_cmd({"stats"}, "env -u EVENTQ_DB");
+  CHECK(none.code == 2);
+  CHECK(one_line_error(none));
+  CHECK(none.err.find("EVENTQ_DB") != std::string::npos);
+  auto bad_keep = eventq_cmd({"cleanup", "--db", db.url, "--keep", "tomorrow"});
+  CHECK(bad_keep.code == 2);
+  CHECK(one_line_error(bad_keep));
+  CHECK(bad_keep.err.find("1d") != std::string::npos);
+  auto no_keep = eventq_cmd({"cleanup", "--db", db.url});
+  CHECK(no_keep.code == 2);
+  CHECK(one_line_error(no_keep));
+  auto bad_json = eventq_cmd({"raise", "--db", db.url, "--type", "t", "--data", "{nope"});
+  CHECK(bad_json.code == 2);
+  CHECK(one_line_error(bad_json));
+  auto not_object = eventq_cmd({"raise", "--db", db.url, "--type", "t", "--data", "[1]"});
+  CHECK(not_object.code == 1);
+  CHECK(one_line_error(not_object));
+  auto unknown = eventq_cmd({"--db", db.url, "frobnicate"});
+  CHECK(unknown.code == 2);
+  CHECK(one_line_error(unknown));
+  auto missing = eventq_cmd({"stats", "--db", "sqlite:/nonexistent/dir/e.db"});
+  CHECK(missing.code == 1);
+  CHECK(one_line_error(missing));
+  CHECK(missing.err.find("eventq migrate") != std::string::npos);
+  auto unreachable = eventq_cmd({"stats", "--db", "postgresql://nobody:secret@127.0.0.1:1/x"});
+  CHECK(unreachable.code == 1);
+  CHECK(one_line_error(unreachable));
+  CHECK(unreachable.err.find("secret") == std::string::npos);
+  auto bad_url = eventq_cmd({"stats", "--db", "mysql://x"});
+  CHECK(bad_url.code == 1);
+  CHECK(one_line_error(bad_url));
+}
+
+TEST_CASE("tail sees events raised by another process and changes no Properties row") {
+  database db;
+  { queue init(db.url, test_options("consumer")); }  // cursors that must not move
+  { queue init(db.url, test_options("raiser")); }
+  CHECK(eventq_cmd({"raise", "--db", db.url, "--type", "first", "--data", R"({"n":0})"}).code == 0);
+  auto before = db.properties();
+  REQUIRE(!before.empty());
+  result tailed;
+  std::thread t([&] {
+    tailed = eventq_cmd({"tail", "--from-start", "--count", "3", "--json"},
+                        "EVENTQ_DB=" + quote(db.url));
+  });
+  std::this_thread::sleep_for(500ms);
+  child_process raiser({peer_program(), "raise", db.url, "raiser", "2"});
+  CHECK(raiser.wait(30s) == 0);
+  t.join();
+  CHECK(tailed.code == 0);
+  std::vector<nlohmann::json> lines;
+  for (const auto& line : lines_of(tailed.out)) {
+    lines.push_back(nlohmann::json::parse(line));
+  }
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].at("type") == "first");
+  CHECK(lines[1].at("type") == "tick");
+  CHECK(lines[1].at("instance") == "raiser");
+  CHECK(lines[2].at("data").at("n") == 1);
+  CHECK(db.properties() == before);
+
+  auto typed =
+      eventq_cmd({"tail", "--db", db.url, "--from-start", "--type", "tick", "--count", "1"});
+  CHECK(typed.code == 0);
+  CHECK(typed.out.find(" tick from raiser (globally) {\"n\":0}") != std::string::npos);
+  CHECK(db.properties() == before);
+}
