@@ -24,6 +24,7 @@ namespace {
 struct database {
   std::string schema = pg::fresh_schema();
   std::string url = pg::url_with_schema(schema);
+  void exec(const std::string& sql) { pg::exec(schema, sql); }
   std::string properties() {
     return pg::text(schema,
                     "SELECT string_agg(Key || '=' || Value, ';' ORDER BY Key) FROM Properties");
@@ -33,6 +34,7 @@ struct database {
 struct database {
   temp_dir dir;
   std::string url = "sqlite:" + dir.file("e.db");
+  void exec(const std::string& sql) { sqlite_exec(dir.file("e.db"), sql); }
   std::string properties() {
     return sqlite_text(dir.file("e.db"),
                        "SELECT group_concat(kv, ';') FROM (SELECT Key || '=' || Value AS kv FROM "
@@ -234,4 +236,27 @@ TEST_CASE("tail sees events raised by another process and changes no Properties 
   CHECK(typed.code == 0);
   CHECK(typed.out.find(" tick from raiser (globally) {\"n\":0}") != std::string::npos);
   CHECK(db.properties() == before);
+}
+
+TEST_CASE("verify lists the rows instances refuse, and exits 1 while there are any") {
+  database db;
+  {
+    queue a(db.url, test_options("web-01"));
+    a.raise_raw("page.changed", {{"page", 1}}, raise_mode::globally);
+  }
+  auto clean = eventq_cmd({"verify", "--db", db.url});
+  CHECK(clean.code == 0);
+  CHECK(clean.out.empty());
+  CHECK(clean.err.find("0 row(s) would be refused") != std::string::npos);
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally) VALUES ('forged', '{\"page\": 2}', 'intruder', false, true)");
+  auto bad = eventq_cmd({"verify", "--db", db.url, "--json"});
+  CHECK(bad.code == 1);
+  auto rows = lines_of(bad.out);
+  REQUIRE(rows.size() == 1);
+  auto j = nlohmann::json::parse(rows[0]);
+  CHECK(j.at("type") == "forged");
+  CHECK(j.at("instance") == "intruder");
+  CHECK(j.at("verdict") == "unauthentic");
 }

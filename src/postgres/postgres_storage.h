@@ -6,8 +6,8 @@
 #include <memory>
 #include <mutex>
 #include <pqxx/connection>
-#include <pqxx/transaction_base>
 #include <pqxx/except>
+#include <pqxx/transaction_base>
 #include <string>
 
 #include "eventq/options.h"
