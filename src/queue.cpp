@@ -8,6 +8,7 @@
 
 #include "backends.h"
 #include "dispatcher.h"
+#include "group_commit.h"
 #include "util.h"
 
 namespace eventq {
@@ -139,6 +140,9 @@ struct queue::impl {
   options opts;
   std::unique_ptr<storage> store;
   std::shared_ptr<detail::dispatcher> disp;
+  // Concurrent raises share one transaction (see group_commit.h).
+  detail::group_commit committer{
+      [this](std::span<const event_record> rows) { return store->append(rows); }};
 
   std::mutex poll_mutex;  // one poll cycle at a time; guards `cursor`
   std::string cursor;
@@ -199,7 +203,7 @@ struct queue::impl {
       }
       rows.push_back(event_record{0, e.type, e.data, opts.instance_name, e.mode, now});
     }
-    auto ids = store->append(rows);
+    auto ids = committer.submit(std::move(rows));
     raised += ids.size();
     return ids;
   }
