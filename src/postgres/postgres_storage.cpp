@@ -44,7 +44,10 @@ struct snapshot {
   }
   std::string text() const {
     std::string s = std::to_string(xmin) + ":" + std::to_string(xmax) + ":";
-    for (std::size_t i = 0; i < xip.size(); ++i) s += (i ? "," : "") + std::to_string(xip[i]);
+    for (std::size_t i = 0; i < xip.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(xip[i]);
+    }
     return s;
   }
 };
