@@ -38,10 +38,10 @@ std::string payload_text(std::int64_t seq);
 
 /// One line of the results table: an eventq figure beside its reference.
 struct result {
-  std::string backend;      ///< "sqlite" or "postgresql"
-  std::string measure;      ///< "raise 1/tx, 1 thread"
-  std::string unit;         ///< "events/s", "ms", ...
-  double eventq = 0;        ///< eventq's figure
+  std::string backend;              ///< "sqlite" or "postgresql"
+  std::string measure;              ///< "raise 1/tx, 1 thread"
+  std::string unit;                 ///< "events/s", "ms", ...
+  double eventq = 0;                ///< eventq's figure
   std::optional<double> reference;  ///< the reference figure, if any
   std::string reference_name;       ///< what the reference is
   bool higher_is_better = true;

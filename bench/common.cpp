@@ -52,9 +52,9 @@ pg_result* PQexec(pg_conn* c, const char* q) {
 pg_result* PQexecParams(pg_conn* c, const char* q, int n, const unsigned* types,
                         const char* const* values, const int* lengths, const int* formats,
                         int result_format) {
-  static auto real = next_symbol<pg_result* (*)(pg_conn*, const char*, int, const unsigned*,
-                                                const char* const*, const int*, const int*, int)>(
-      "PQexecParams");
+  static auto real =
+      next_symbol<pg_result* (*)(pg_conn*, const char*, int, const unsigned*, const char* const*,
+                                 const int*, const int*, int)>("PQexecParams");
   ++g_pq_statements;
   return real(c, q, n, types, values, lengths, formats, result_format);
 }
@@ -75,9 +75,9 @@ std::uint64_t pq_statements() { return g_pq_statements; }
 // ---- the event ---------------------------------------------------------------------------------
 
 void to_json(nlohmann::json& j, const item_changed& e) {
-  j = nlohmann::json{{"seq", e.seq},          {"item", e.item_id},  {"path", e.path},
-                     {"lang", e.language},    {"db", e.database},   {"version", e.version},
-                     {"by", e.changed_by},    {"fields", e.fields}};
+  j = nlohmann::json{{"seq", e.seq},       {"item", e.item_id}, {"path", e.path},
+                     {"lang", e.language}, {"db", e.database},  {"version", e.version},
+                     {"by", e.changed_by}, {"fields", e.fields}};
 }
 
 void from_json(const nlohmann::json& j, item_changed& e) {
@@ -111,8 +111,11 @@ item_changed make_event(std::int64_t seq) {
 std::string payload_text(std::int64_t seq) { return nlohmann::json(make_event(seq)).dump(); }
 
 nlohmann::json to_json(const result& r) {
-  nlohmann::json j{{"backend", r.backend}, {"measure", r.measure}, {"unit", r.unit},
-                   {"eventq", r.eventq},   {"target", r.target}};
+  nlohmann::json j{{"backend", r.backend},
+                   {"measure", r.measure},
+                   {"unit", r.unit},
+                   {"eventq", r.eventq},
+                   {"target", r.target}};
   if (r.reference) {
     j["reference"] = *r.reference;
     j["reference_name"] = r.reference_name;

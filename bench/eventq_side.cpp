@@ -69,8 +69,8 @@ double eventq_drain_rate(const std::string& url, const std::vector<std::string>&
   std::size_t total = 0;
   for (std::size_t i = 0; i < counts.size(); ++i) {
     if (counts[i] != expected) {
-      std::cerr << "bench: instance " << instances[i] << " got " << counts[i] << " events, expected "
-                << expected << '\n';
+      std::cerr << "bench: instance " << instances[i] << " got " << counts[i]
+                << " events, expected " << expected << '\n';
     }
     total += counts[i];
   }
@@ -107,7 +107,8 @@ nlohmann::json eventq_latency(const settings& s, const std::string& url, bool wa
     in >> seq >> t;
     if (seq < 0 || seq >= events) continue;
     // Clamped at 0: NOTIFY can wake the receiver before the raiser has read COMMIT's reply.
-    ms.push_back(std::max<double>(0, static_cast<double>(t - returned[static_cast<std::size_t>(seq)]) / 1e6));
+    ms.push_back(std::max<double>(
+        0, static_cast<double>(t - returned[static_cast<std::size_t>(seq)]) / 1e6));
   }
   receiver.wait();
   nlohmann::json j{{"events", ms.size()}, {"expected", events}};
@@ -204,8 +205,11 @@ int child_memory(const std::vector<std::string>& args) {
   while (n < expected && q.poll_once() > 0) {
   }
   double secs = seconds_since(t0);
-  nlohmann::json j{{"start_kib", start},     {"peak_kib", peak_rss_kib()}, {"end_kib", rss_kib()},
-                   {"delivered", n},         {"seconds", secs},
+  nlohmann::json j{{"start_kib", start},
+                   {"peak_kib", peak_rss_kib()},
+                   {"end_kib", rss_kib()},
+                   {"delivered", n},
+                   {"seconds", secs},
                    {"ratio", static_cast<double>(peak_rss_kib()) / static_cast<double>(start)}};
   std::cout << j.dump() << std::endl;
   return 0;

@@ -73,7 +73,8 @@ void fill_eventq(const std::string& url, std::int64_t n, int age_days) {
                         "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, "
                         "RaiseLocally, RaiseGlobally, Created) SELECT 'bench.item_changed', ") +
                     k_payload_sql + ", 'filler', false, true, now() - interval '" +
-                    std::to_string(age_days) + " days' FROM generate_series($1::bigint, $2::bigint) g";
+                    std::to_string(age_days) +
+                    " days' FROM generate_series($1::bigint, $2::bigint) g";
   c->prepare("fill", sql);
   for (std::int64_t i = 0; i < n; i += 500) {
     pqxx::nontransaction tx(*c);
@@ -168,19 +169,43 @@ std::vector<result> run_postgres(const settings& s) {
     double e = eventq_raise_rate(url, threads, false, d);
     double ref = ref_insert_rate(url, threads, 1, d);
     if (threads == 1) one = e;
-    add({"", "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each", "events/s", e,
-         ref, "prepared INSERT, autocommit", true, ">= 0.9x", e >= 0.9 * ref, {}});
+    add({"",
+         "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each",
+         "events/s",
+         e,
+         ref,
+         "prepared INSERT, autocommit",
+         true,
+         ">= 0.9x",
+         e >= 0.9 * ref,
+         {}});
   }
   for (int n : {100, 1000}) {
     double e = eventq_batch_rate(url, n, d);
     double ref = ref_insert_rate(url, 1, n, d);
-    add({"", "batch raise " + std::to_string(n) + "/tx", "events/s", e, ref,
-         "multi-row INSERT", true, ">= 0.8x", e >= 0.8 * ref, {}});
+    add({"",
+         "batch raise " + std::to_string(n) + "/tx",
+         "events/s",
+         e,
+         ref,
+         "multi-row INSERT",
+         true,
+         ">= 0.8x",
+         e >= 0.8 * ref,
+         {}});
   }
   {
     double e = eventq_raise_rate(url, 8, true, d);
-    add({"", "raise 1/tx, 8 threads, one shared queue", "events/s", e, one,
-         "eventq 1 thread (above)", true, ">= 5x", e >= 5 * one, {}});
+    add({"",
+         "raise 1/tx, 8 threads, one shared queue",
+         "events/s",
+         e,
+         one,
+         "eventq 1 thread (above)",
+         true,
+         ">= 5x",
+         e >= 5 * one,
+         {}});
   }
 
   // Drain. PgQ: queue and consumers registered before the fill, like eventq's instances.
@@ -198,23 +223,46 @@ std::vector<result> run_postgres(const settings& s) {
   {
     double e = eventq_drain_rate(url, solo, expected);
     double ref = pgq_drain_rate(url, solo, expected);
-    add({"", "drain 200k, 1 instance", "events/s", e, ref, "PgQ consumer, batches of 500", true,
-         ">= 1.0x", e >= ref, {}});
+    add({"",
+         "drain 200k, 1 instance",
+         "events/s",
+         e,
+         ref,
+         "PgQ consumer, batches of 500",
+         true,
+         ">= 1.0x",
+         e >= ref,
+         {}});
   }
   {
     double e = eventq_drain_rate(url, four, expected);
     double ref = pgq_drain_rate(url, four, expected);
-    add({"", "drain 200k, 4 instances at once (total)", "events/s", e, ref,
-         "PgQ, 4 consumers at once", true, ">= 1.0x", e >= ref, {}});
+    add({"",
+         "drain 200k, 4 instances at once (total)",
+         "events/s",
+         e,
+         ref,
+         "PgQ, 4 consumers at once",
+         true,
+         ">= 1.0x",
+         e >= ref,
+         {}});
   }
 
   int latency_events = std::max(100, static_cast<int>(2000 * s.scale));
   for (bool wake : {true, false}) {
     auto j = eventq_latency(s, url, wake, latency_events);
-    result r{"", std::string("latency raise->handler, other process, ") +
-                     (wake ? "wake-ups on" : "polling only"),
-             "ms p50", j["p50_ms"], std::nullopt, "", false,
-             wake ? "p50 <= 5, p99 <= 25" : "(none)", std::nullopt, j};
+    result r{"",
+             std::string("latency raise->handler, other process, ") +
+                 (wake ? "wake-ups on" : "polling only"),
+             "ms p50",
+             j["p50_ms"],
+             std::nullopt,
+             "",
+             false,
+             wake ? "p50 <= 5, p99 <= 25" : "(none)",
+             std::nullopt,
+             j};
     if (wake) r.met = j["p50_ms"].get<double>() <= 5 && j["p99_ms"].get<double>() <= 25;
     add(r);
   }
@@ -239,8 +287,8 @@ std::vector<result> run_postgres(const settings& s) {
     fill_eventq(url, static_cast<std::int64_t>(1000000 * s.scale), 2);
     exec(url, "VACUUM ANALYZE EventQueue");
     auto j = eventq_cleanup(url);
-    add({"", "cleanup 1M old rows: longest raise stall", "ms", j["max_stall_ms"], std::nullopt,
-         "", false, "<= 100 ms", j["max_stall_ms"].get<double>() <= 100, j});
+    add({"", "cleanup 1M old rows: longest raise stall", "ms", j["max_stall_ms"], std::nullopt, "",
+         false, "<= 100 ms", j["max_stall_ms"].get<double>() <= 100, j});
   }
   return out;
 }

@@ -212,19 +212,43 @@ std::vector<result> run_sqlite(const settings& s) {
     double e = eventq_raise_rate(url, threads, false, d);
     double ref = ref_insert_rate(path, threads, 1, d);
     if (threads == 1) one = e;
-    add({"", "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each", "events/s", e,
-         ref, "prepared INSERT, autocommit", true, ">= 0.8x", e >= 0.8 * ref, {}});
+    add({"",
+         "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each",
+         "events/s",
+         e,
+         ref,
+         "prepared INSERT, autocommit",
+         true,
+         ">= 0.8x",
+         e >= 0.8 * ref,
+         {}});
   }
   for (int n : {100, 1000}) {
     double e = eventq_batch_rate(url, n, d);
     double ref = ref_insert_rate(path, 1, n, d);
-    add({"", "batch raise " + std::to_string(n) + "/tx", "events/s", e, ref,
-         "multi-row INSERT", true, ">= 0.8x", e >= 0.8 * ref, {}});
+    add({"",
+         "batch raise " + std::to_string(n) + "/tx",
+         "events/s",
+         e,
+         ref,
+         "multi-row INSERT",
+         true,
+         ">= 0.8x",
+         e >= 0.8 * ref,
+         {}});
   }
   {
     double e = eventq_raise_rate(url, 8, true, d);
-    add({"", "raise 1/tx, 8 threads, one shared queue", "events/s", e, one,
-         "eventq 1 thread (above)", true, ">= 5x", e >= 5 * one, {}});
+    add({"",
+         "raise 1/tx, 8 threads, one shared queue",
+         "events/s",
+         e,
+         one,
+         "eventq 1 thread (above)",
+         true,
+         ">= 5x",
+         e >= 5 * one,
+         {}});
   }
 
   // Drain: instances registered first, so everything filled afterwards is theirs to deliver.
@@ -239,23 +263,46 @@ std::vector<result> run_sqlite(const settings& s) {
   {
     double e = eventq_drain_rate(url, solo, expected);
     double ref = ref_drain_rate(path, 1, before, expected);
-    add({"", "drain 200k, 1 instance", "events/s", e, ref, "SELECT WHERE Id > ? LIMIT 500", true,
-         ">= 300000/s", e >= 300000, {}});
+    add({"",
+         "drain 200k, 1 instance",
+         "events/s",
+         e,
+         ref,
+         "SELECT WHERE Id > ? LIMIT 500",
+         true,
+         ">= 300000/s",
+         e >= 300000,
+         {}});
   }
   {
     double e = eventq_drain_rate(url, four, expected);
     double ref = ref_drain_rate(path, 4, before, expected);
-    add({"", "drain 200k, 4 instances at once (total)", "events/s", e, ref,
-         "SELECT WHERE Id > ? LIMIT 500, 4 readers", true, ">= 300000/s", e >= 300000, {}});
+    add({"",
+         "drain 200k, 4 instances at once (total)",
+         "events/s",
+         e,
+         ref,
+         "SELECT WHERE Id > ? LIMIT 500, 4 readers",
+         true,
+         ">= 300000/s",
+         e >= 300000,
+         {}});
   }
 
   int latency_events = std::max(100, static_cast<int>(2000 * s.scale));
   for (bool wake : {true, false}) {
     auto j = eventq_latency(s, url, wake, latency_events);
-    result r{"", std::string("latency raise->handler, other process, ") +
-                     (wake ? "wake-ups on" : "polling only"),
-             "ms p50", j["p50_ms"], std::nullopt, "", false,
-             wake ? "p50 <= 5, p99 <= 25" : "(none)", std::nullopt, j};
+    result r{"",
+             std::string("latency raise->handler, other process, ") +
+                 (wake ? "wake-ups on" : "polling only"),
+             "ms p50",
+             j["p50_ms"],
+             std::nullopt,
+             "",
+             false,
+             wake ? "p50 <= 5, p99 <= 25" : "(none)",
+             std::nullopt,
+             j};
     if (wake) r.met = j["p50_ms"].get<double>() <= 5 && j["p99_ms"].get<double>() <= 25;
     add(r);
   }
@@ -279,8 +326,8 @@ std::vector<result> run_sqlite(const settings& s) {
     raw_db(path).exec("DELETE FROM EventQueue");
     fill(path, static_cast<std::int64_t>(1000000 * s.scale), 2);
     auto j = eventq_cleanup(url);
-    add({"", "cleanup 1M old rows: longest raise stall", "ms", j["max_stall_ms"], std::nullopt,
-         "", false, "<= 100 ms", j["max_stall_ms"].get<double>() <= 100, j});
+    add({"", "cleanup 1M old rows: longest raise stall", "ms", j["max_stall_ms"], std::nullopt, "",
+         false, "<= 100 ms", j["max_stall_ms"].get<double>() <= 100, j});
   }
   return out;
 }

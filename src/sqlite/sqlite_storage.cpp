@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "migrations.h"
 #include "util.h"
@@ -33,6 +34,9 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
       m_writer(path, opts.busy_timeout),
       m_reader(path, opts.busy_timeout) {
   migrate();
+  // The reader writes only cursors: a cursor lost to a power cut means redelivery (handlers are
+  // idempotent), never a lost event, so its commits skip the fsync that raises need.
+  m_reader.exec("PRAGMA synchronous=NORMAL");
   m_insert = std::make_unique<statement>(
       m_writer,
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
@@ -53,7 +57,10 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
                                   "INSERT INTO Properties (Key, Value) VALUES (?1, ?2) "
                                   "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
   m_data_version = std::make_unique<statement>(m_reader, "PRAGMA data_version");
+  m_begin_read = std::make_unique<statement>(m_reader, "BEGIN");
+  m_end_read = std::make_unique<statement>(m_reader, "COMMIT");
   data_version_changed();  // records the starting value
+  m_watch = std::make_unique<change_watch>(path);
 
   std::lock_guard lk(g_registry_mutex);
   m_path = canonical_path(path);
@@ -174,8 +181,36 @@ void sqlite_storage::store_cursor(std::string_view instance, std::string_view cu
   m_set_property->bind(1, detail::cursor_key(instance)).bind(2, cursor).run();
 }
 
+namespace {
+// One read snapshot for a whole read(): the page and the sequence check must agree, or a
+// commit landing between them looks like deleted rows and the cursor jumps over it.
+class read_snapshot {
+ public:
+  read_snapshot(connection& conn, statement& begin, statement& end) : m_conn(conn), m_end(end) {
+    begin.run();
+  }
+  ~read_snapshot() {
+    try {
+      m_end.run();
+    } catch (const error&) {
+      // Read-only: rolling back loses nothing, and the next read starts clean. Destructors
+      // must not throw.
+      m_end.reset();
+      sqlite3_exec(m_conn.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
+  read_snapshot(const read_snapshot&) = delete;
+  read_snapshot& operator=(const read_snapshot&) = delete;
+
+ private:
+  connection& m_conn;
+  statement& m_end;
+};
+}  // namespace
+
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::lock_guard lk(m_read_mutex);
+  read_snapshot snapshot(m_reader, *m_begin_read, *m_end_read);
   read_result out;
   auto parsed = detail::parse_int64(cursor);
   std::int64_t cur;
@@ -265,6 +300,7 @@ void sqlite_storage::notify_change() {
     m_changed = true;
   }
   m_wait_cv.notify_all();
+  m_watch->signal();
 }
 
 void sqlite_storage::interrupt() {
@@ -273,6 +309,7 @@ void sqlite_storage::interrupt() {
     m_interrupted = true;
   }
   m_wait_cv.notify_all();
+  m_watch->signal();
 }
 
 bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
@@ -289,6 +326,26 @@ bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
     }
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return false;
+    if (m_watch->valid()) {
+      // Sleeps until a commit writes the WAL (any process) or a same-process signal: no
+      // periodic checks while idle. data_version filters out this storage's own cursor writes.
+      lk.unlock();
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+      bool changed = false;
+      if (m_watch->wait(left) == watch_event::file_changed) {
+        // A writer appends to the WAL, syncs it, and only then publishes the commit in the
+        // shared-memory index (no file event): look again for a while before going back to
+        // sleep, or a commit could wait for the next poll.
+        auto pause = std::chrono::milliseconds(1);
+        while (!(changed = data_version_changed()) && pause <= std::chrono::milliseconds(32)) {
+          std::this_thread::sleep_for(pause);
+          pause *= 2;
+        }
+      }
+      lk.lock();
+      if (changed) return true;
+      continue;
+    }
     auto slice = std::min<std::chrono::steady_clock::duration>(m_check_interval, deadline - now);
     if (m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; })) continue;
     lk.unlock();

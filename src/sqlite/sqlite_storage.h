@@ -8,6 +8,7 @@
 
 #include "eventq/options.h"
 #include "eventq/storage.h"
+#include "sqlite/change_watch.h"
 #include "sqlite/sqlite_db.h"
 
 namespace eventq::sqlite {
@@ -60,12 +61,15 @@ class sqlite_storage final : public storage {
   std::unique_ptr<statement> m_get_property;
   std::unique_ptr<statement> m_set_property;
   std::unique_ptr<statement> m_data_version;
+  std::unique_ptr<statement> m_begin_read;
+  std::unique_ptr<statement> m_end_read;
   std::int64_t m_last_data_version = -1;
 
   std::mutex m_wait_mutex;
   std::condition_variable m_wait_cv;
   bool m_changed = false;
   bool m_interrupted = false;
+  std::unique_ptr<change_watch> m_watch;  // null or invalid: poll PRAGMA data_version
 };
 
 }  // namespace eventq::sqlite
