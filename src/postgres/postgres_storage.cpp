@@ -297,6 +297,9 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   // The page query's best plan depends on its snapshot bounds; a cached generic plan can scan
   // the whole Stamp range for every page of a backlog.
   c->set_variable("plan_cache_mode", "force_custom_plan");
+  // The reader only writes cursors: one lost to a server crash means redelivery (handlers are
+  // idempotent), never a lost event, so its commits need not wait for the WAL flush.
+  if (std::string_view(role) == "reader") c->set_variable("synchronous_commit", "off");
   // Raises send NOTIFY after their commit, from the notifier thread (see append()).
   c->prepare("eventq_insert", insert_statement(m_cfg.schema, wake_up::none));
   c->prepare("eventq_insert_many",
@@ -309,16 +312,17 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   c->prepare("eventq_now",
              "SELECT pg_current_snapshot()::text, "
              "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp')");
-  c->prepare("eventq_page",
-             "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
-             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, Stamp::text "
-             "FROM EventQueue "
-             "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
-             "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
-             "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
-             "AND pg_visible_in_snapshot(Stamp, $2::pg_snapshot) "
-             "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
-             "ORDER BY Stamp, Id LIMIT $5");
+  c->prepare(
+      "eventq_page",
+      "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
+      "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, Stamp::text AS StampText "
+      "FROM EventQueue "
+      "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
+      "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
+      "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
+      "AND pg_visible_in_snapshot(Stamp, $2::pg_snapshot) "
+      "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
+      "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5");
   c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
   c->prepare("eventq_set",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "

@@ -23,7 +23,17 @@ connection::connection(const std::string& path, std::chrono::milliseconds busy_t
                     " (check that the directory exists and this process may write to it)");
   }
   sqlite3_extended_result_codes(raw, 1);
-  sqlite3_busy_timeout(raw, static_cast<int>(busy_timeout.count()));
+  // SQLite's own busy handler sleeps up to 100 ms between retries, so a writer waiting behind
+  // back-to-back cleanup batches can miss every gap between them; retry every millisecond.
+  m_busy_timeout_ms = static_cast<int>(busy_timeout.count());
+  sqlite3_busy_handler(
+      raw,
+      [](void* timeout_ms, int retries) -> int {
+        if (retries >= *static_cast<int*>(timeout_ms)) return 0;
+        sqlite3_sleep(1);
+        return 1;
+      },
+      &m_busy_timeout_ms);
   // WAL lets readers and one writer work at once across processes; it is a property of the
   // file, so setting it again on every open is a cheap no-op.
   try {

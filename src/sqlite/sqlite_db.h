@@ -27,6 +27,9 @@ class connection {
  public:
   /// Opens (creating if needed) the file, sets WAL mode and the busy timeout.
   connection(const std::string& path, std::chrono::milliseconds busy_timeout);
+  // Pinned: the busy handler holds a pointer into it.
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
 
   sqlite3* get() const noexcept { return m_db.get(); }
   const std::string& path() const noexcept { return m_path; }
@@ -39,6 +42,7 @@ class connection {
 
  private:
   std::string m_path;
+  int m_busy_timeout_ms = 0;  // read by the busy handler
   std::unique_ptr<sqlite3, db_closer> m_db;
 };
 

@@ -274,13 +274,17 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
 
 std::size_t sqlite_storage::delete_older_than(std::chrono::system_clock::time_point cutoff,
                                               std::size_t max_rows) {
-  std::lock_guard lk(m_write_mutex);
+  std::unique_lock lk(m_write_mutex);
   write_transaction tx(m_writer);
   m_delete_batch->bind(1, detail::format_utc(cutoff))
       .bind(2, static_cast<std::int64_t>(max_rows))
       .run();
   auto n = static_cast<std::size_t>(sqlite3_changes(m_writer.get()));
   tx.commit();
+  lk.unlock();
+  // Leaves the write lock free for a moment, so raisers of other connections (their busy
+  // handler retries every millisecond) get in between batches.
+  if (n == max_rows) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   return n;
 }
 
