@@ -13,6 +13,7 @@
 #include "backends.h"
 #include "dispatcher.h"
 #include "eventq/operations.h"
+#include "group_commit.h"
 #include "row_check.h"
 #include "util.h"
 
@@ -270,6 +271,9 @@ struct queue::impl {
   options opts;
   std::unique_ptr<storage> store;
   std::shared_ptr<detail::dispatcher> disp;
+  // Concurrent raises share one transaction (see group_commit.h).
+  detail::group_commit committer{
+      [this](std::span<const event_record> rows) { return store->append(rows); }};
 
   std::mutex poll_mutex;  // one poll cycle at a time; guards `cursor`
   std::string cursor;
@@ -467,7 +471,7 @@ struct queue::impl {
       r.signature = sign(r, keys.signer);
       rows.push_back(std::move(r));
     }
-    auto ids = store->append(rows);
+    auto ids = committer.submit(std::move(rows));
     raised += ids.size();
     return ids;
   }

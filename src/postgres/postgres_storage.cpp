@@ -13,6 +13,12 @@
 // snapshot once the page is no longer full.
 #include "postgres/postgres_storage.h"
 
+#include <poll.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#include <unistd.h>
+#endif
+
 #include <charconv>
 #include <pqxx/pqxx>
 #include <thread>
@@ -44,7 +50,10 @@ struct snapshot {
   }
   std::string text() const {
     std::string s = std::to_string(xmin) + ":" + std::to_string(xmax) + ":";
-    for (std::size_t i = 0; i < xip.size(); ++i) s += (i ? "," : "") + std::to_string(xip[i]);
+    for (std::size_t i = 0; i < xip.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(xip[i]);
+    }
     return s;
   }
 };
@@ -175,6 +184,35 @@ std::string created_text(std::chrono::system_clock::time_point t) {
 
 // Empty means unsigned: stored as NULL, as a row written by other means would be.
 const char* nullable(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
+// A PostgreSQL array literal of text elements: {"a","b\"c"}.
+// With `empty_is_null`, an empty field becomes a NULL element (unsigned rows).
+template <class F>
+std::string text_array(std::span<const event_record> rows, F field, bool empty_is_null = false) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (i) out += ',';
+    if (empty_is_null && std::string_view(field(rows[i])).empty()) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char ch : field(rows[i])) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+// True when the server has closed (or written to) an idle connection: it was restarted or
+// terminated us. Checked before a write so that a statement is never sent on a dead connection,
+// which would leave its outcome in doubt.
+bool looks_closed(const pqxx::connection& c) {
+  pollfd p{c.sock(), POLLIN, 0};
+  return p.fd < 0 || ::poll(&p, 1, 0) != 0;
+}
 
 event_record to_record(const pqxx::row& row) {
   event_record r;
@@ -194,6 +232,30 @@ event_record to_record(const pqxx::row& row) {
 }
 
 }  // namespace
+
+// ---- wake-ups within the process --------------------------------------------------------------
+
+#ifdef __linux__
+wake_fd::wake_fd() : m_fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+wake_fd::~wake_fd() {
+  if (m_fd >= 0) close(m_fd);
+}
+void wake_fd::signal() noexcept {
+  std::uint64_t one = 1;
+  if (m_fd >= 0) [[maybe_unused]]
+    auto n = write(m_fd, &one, sizeof one);
+}
+void wake_fd::clear() noexcept {
+  std::uint64_t count = 0;
+  if (m_fd >= 0) [[maybe_unused]]
+    auto n = read(m_fd, &count, sizeof count);
+}
+#else
+wake_fd::wake_fd() = default;
+wake_fd::~wake_fd() = default;
+void wake_fd::signal() noexcept {}
+void wake_fd::clear() noexcept {}
+#endif
 
 // ---- connections -----------------------------------------------------------------------------
 
@@ -216,6 +278,7 @@ postgres_storage::postgres_storage(config cfg, const options& opts)
     if (m_cfg.notify) {
       m_listen_conn = connect("listening");
       m_listener = std::make_unique<listener>(*m_listen_conn, channel_of(m_cfg.schema), m_notified);
+      m_notifier = std::thread([this] { notifier_loop(); });
     }
   } catch (...) {
     rethrow_as_error(m_cfg, "opening the queue");
@@ -223,6 +286,14 @@ postgres_storage::postgres_storage(config cfg, const options& opts)
 }
 
 postgres_storage::~postgres_storage() {
+  if (m_notifier.joinable()) {
+    {
+      std::lock_guard lk(m_notify_mutex);
+      m_notify_stop = true;
+    }
+    m_notify_cv.notify_all();
+    m_notifier.join();
+  }
   m_listener.reset();
   m_listen_conn.reset();
 }
@@ -237,8 +308,21 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   c->set_variable("client_min_messages", "warning");
   c->set_variable("search_path", m_cfg.schema);
   c->set_variable("application_name", std::string("'eventq ") + role + "'");
-  c->prepare("eventq_insert",
-             insert_statement(m_cfg.schema, m_cfg.notify ? wake_up::notify : wake_up::none));
+  // The page query's best plan depends on its snapshot bounds; a cached generic plan can scan
+  // the whole Stamp range for every page of a backlog.
+  c->set_variable("plan_cache_mode", "force_custom_plan");
+  // The reader only writes cursors: one lost to a server crash means redelivery (handlers are
+  // idempotent), never a lost event, so its commits need not wait for the WAL flush.
+  if (std::string_view(role) == "reader") c->set_variable("synchronous_commit", "off");
+  // Raises send NOTIFY after their commit, from the notifier thread (see append()).
+  c->prepare("eventq_insert", insert_statement(m_cfg.schema, wake_up::none));
+  c->prepare("eventq_insert_many",
+             "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+             "RaiseGlobally, Created, KeyId, Signature) "
+             "SELECT t, d::json, i, l, g, c, k, s FROM unnest($1::text[], $2::text[], "
+             "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
+             "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
+  c->prepare("eventq_wake", "SELECT pg_notify('" + channel_of(m_cfg.schema) + "', '')");
   c->prepare("eventq_now",
              "SELECT pg_current_snapshot()::text, "
              "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp')");
@@ -372,49 +456,131 @@ auto postgres_storage::on_reader(const char* what, F&& f) {
 
 // ---- writes ----------------------------------------------------------------------------------
 
+// One round trip: a single INSERT in autocommit is atomic, and PostgreSQL's own group commit
+// lets concurrent raisers on other connections share the WAL flush. The NOTIFY is sent after
+// the commit by the notifier thread: inside the transaction it would take PostgreSQL's
+// database-wide notify lock until the commit is flushed, serialising every raising connection.
 std::vector<std::int64_t> postgres_storage::append(std::span<const event_record> events) {
-  std::lock_guard lk(m_write_mutex);
-  for (int attempt = 0;; ++attempt) {
-    bool reused = m_writer && m_writer->is_open();
-    try {
-      std::vector<std::int64_t> ids;
-      ids.reserve(events.size());
-      pqxx::work tx(writer());
-      for (const auto& e : events) {
-        bool local = e.mode != raise_mode::globally;
-        bool global = e.mode != raise_mode::locally;
-        auto r = tx.exec_prepared("eventq_insert", e.type, e.data, e.instance,
-                                  std::string(local ? "true" : "false"),
-                                  std::string(global ? "true" : "false"), created_text(e.created),
-                                  nullable(e.key_id), nullable(e.signature));
-        ids.push_back(r.at(0).at(0).as<std::int64_t>());
+  std::vector<std::int64_t> ids;
+  ids.reserve(events.size());
+  {
+    std::lock_guard lk(m_write_mutex);
+    for (int attempt = 0;; ++attempt) {
+      pqxx::connection* c = nullptr;
+      bool reused = false;
+      try {
+        if (m_writer && m_writer->is_open() && looks_closed(*m_writer)) m_writer.reset();
+        reused = m_writer && m_writer->is_open();
+        c = &writer();
+      } catch (...) {
+        m_writer.reset();
+        rethrow_as_error(m_cfg, "raising events");
       }
-      tx.commit();
-      {
-        std::lock_guard w(m_wait_mutex);
-        m_changed = true;
+      try {
+        pqxx::nontransaction tx(*c);
+        if (events.size() == 1) {
+          const auto& e = events.front();
+          auto r =
+              tx.exec_prepared("eventq_insert", e.type, e.data, e.instance,
+                               std::string(e.mode != raise_mode::globally ? "true" : "false"),
+                               std::string(e.mode != raise_mode::locally ? "true" : "false"),
+                               created_text(e.created), nullable(e.key_id), nullable(e.signature));
+          ids.push_back(r.at(0).at(0).as<std::int64_t>());
+        } else {
+          auto r = tx.exec_prepared(
+              "eventq_insert_many",
+              text_array(events, [](auto& e) { return std::string_view(e.type); }),
+              text_array(events, [](auto& e) { return std::string_view(e.data); }),
+              text_array(events, [](auto& e) { return std::string_view(e.instance); }),
+              text_array(events,
+                         [](auto& e) {
+                           return std::string_view(e.mode != raise_mode::globally ? "true"
+                                                                                  : "false");
+                         }),
+              text_array(events,
+                         [](auto& e) {
+                           return std::string_view(e.mode != raise_mode::locally ? "true"
+                                                                                 : "false");
+                         }),
+              text_array(events, [](auto& e) { return created_text(e.created); }),
+              text_array(
+                  events, [](auto& e) { return std::string_view(e.key_id); }, true),
+              text_array(
+                  events, [](auto& e) { return std::string_view(e.signature); }, true));
+          for (const auto& row : r) ids.push_back(row[0].as<std::int64_t>());
+          // Ids are drawn in input order (ORDER BY n), so ascending order is input order.
+          std::sort(ids.begin(), ids.end());
+        }
+        if (ids.size() != events.size()) {
+          throw error(errc::database_error, "PostgreSQL at '" + m_cfg.display + "' returned " +
+                                                std::to_string(ids.size()) + " ids for " +
+                                                std::to_string(events.size()) + " events");
+        }
+        break;
+      } catch (const error&) {
+        throw;
+      } catch (const pqxx::broken_connection& e) {
+        // The statement was sent: it may have committed just before the connection broke.
+        m_writer.reset();
+        throw error(errc::database_unavailable,
+                    "the connection to PostgreSQL at '" + m_cfg.display +
+                        "' broke while raising events: they may or may not have been written; "
+                        "check EventQueue before retrying. The next call reconnects. (" +
+                        e.what() + ")");
+      } catch (const pqxx::sql_error& e) {
+        // An error reply: the statement did not commit, so one retry is safe.
+        m_writer.reset();
+        if (reused && attempt == 0 && is_unavailable(e)) continue;
+        rethrow_as_error(m_cfg, "raising events");
+      } catch (...) {
+        m_writer.reset();
+        rethrow_as_error(m_cfg, "raising events");
       }
-      m_wait_cv.notify_all();
-      return ids;
-    } catch (const error&) {
-      throw;
-    } catch (const pqxx::in_doubt_error&) {
-      m_writer.reset();
-      rethrow_as_error(m_cfg, "raising events");
-    } catch (const pqxx::broken_connection&) {
-      // Nothing was committed (a failed COMMIT is in_doubt_error): safe to try once more on a
-      // fresh connection when the old one had merely gone stale.
-      m_writer.reset();
-      if (reused && attempt == 0) continue;
-      rethrow_as_error(m_cfg, "raising events");
-    } catch (const pqxx::sql_error& e) {
-      m_writer.reset();
-      if (reused && attempt == 0 && is_unavailable(e)) continue;
-      rethrow_as_error(m_cfg, "raising events");
-    } catch (...) {
-      m_writer.reset();
-      rethrow_as_error(m_cfg, "raising events");
     }
+  }
+  {
+    std::lock_guard w(m_wait_mutex);
+    m_changed = true;
+  }
+  m_wait_cv.notify_all();
+  m_wake.signal();
+  if (m_cfg.notify) {
+    {
+      std::lock_guard n(m_notify_mutex);
+      m_notify_pending = true;
+    }
+    m_notify_cv.notify_one();
+  }
+  return ids;
+}
+
+// Sends one NOTIFY per burst of raises: raises that commit while one is being sent share the
+// next. Its own connection, so a wake-up never waits behind a raise or a read.
+void postgres_storage::notifier_loop() {
+  std::unique_ptr<pqxx::connection> conn;
+  std::unique_lock lk(m_notify_mutex);
+  for (;;) {
+    m_notify_cv.wait(lk, [this] { return m_notify_pending || m_notify_stop; });
+    // A raise that returned just before the queue closed still gets its wake-up.
+    if (!m_notify_pending) return;
+    m_notify_pending = false;
+    lk.unlock();
+    bool failed = false;
+    try {
+      if (!conn || !conn->is_open() || looks_closed(*conn)) conn = connect("notifier");
+      pqxx::nontransaction tx(*conn);
+      tx.exec_prepared("eventq_wake");
+    } catch (const std::exception& e) {
+      conn.reset();
+      failed = true;
+      log(log_level::warning, "cannot send the NOTIFY wake-up to '" + m_cfg.display +
+                                  "' (instances find the events at their next poll; retrying "
+                                  "in 1 s): " +
+                                  e.what());
+    }
+    lk.lock();
+    if (failed && m_notify_stop) return;
+    if (failed) m_notify_cv.wait_for(lk, k_listen_retry, [this] { return m_notify_stop; });
   }
 }
 
@@ -590,43 +756,58 @@ bool postgres_storage::ensure_listener() {
 bool postgres_storage::wait_for_change(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    {
-      std::unique_lock lk(m_wait_mutex);
-      if (m_interrupted) {
-        m_interrupted = false;
-        return false;
-      }
-      if (m_changed) {
-        m_changed = false;
-        return true;
-      }
-      if (m_notified.exchange(false)) return true;
-      auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) return false;
-      auto slice = std::min<std::chrono::steady_clock::duration>(k_listen_slice, deadline - now);
-      if (!m_cfg.notify) {
-        m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; });
-        continue;
-      }
-      lk.unlock();
-      if (!ensure_listener()) {
-        lk.lock();
-        m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; });
-        continue;
-      }
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(slice).count();
-      try {
-        m_listen_conn->await_notification(0, static_cast<long>(us));
-      } catch (const std::exception& e) {
-        log(log_level::warning, "NOTIFY listener connection to '" + m_cfg.display +
-                                    "' failed (polling goes on; reconnecting): " + e.what());
-        m_listener.reset();
-        m_listen_conn.reset();
-        m_next_listen_attempt = std::chrono::steady_clock::now() + k_listen_retry;
-        m_notified = true;  // what was sent meanwhile is lost: have the caller read
-      }
+    std::unique_lock lk(m_wait_mutex);
+    if (m_interrupted) {
+      m_interrupted = false;
+      return false;
+    }
+    if (m_changed) {
+      m_changed = false;
+      return true;
+    }
+    if (m_notified.exchange(false)) return true;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    auto left = deadline - now;
+    if (!m_cfg.notify) {
+      m_wait_cv.wait_until(lk, deadline, [this] { return m_changed || m_interrupted; });
+      continue;
+    }
+    lk.unlock();
+    if (!ensure_listener()) {
+      lk.lock();
+      m_wait_cv.wait_for(lk, std::min<std::chrono::steady_clock::duration>(k_listen_retry, left),
+                         [this] { return m_changed || m_interrupted; });
+      continue;
+    }
+    try {
+      wait_for_notification(left);
+    } catch (const std::exception& e) {
+      log(log_level::warning, "NOTIFY listener connection to '" + m_cfg.display +
+                                  "' failed (polling goes on; reconnecting): " + e.what());
+      m_listener.reset();
+      m_listen_conn.reset();
+      m_next_listen_attempt = std::chrono::steady_clock::now() + k_listen_retry;
+      m_notified = true;  // what was sent meanwhile is lost: have the caller read
     }
   }
+}
+
+// Sleeps until the listener's socket has input or the wake eventfd is signalled (same-process
+// raise, interrupt()), so an idle instance does not wake at all between polls.
+void postgres_storage::wait_for_notification(std::chrono::steady_clock::duration left) {
+  if (m_wake.fd() < 0) {  // no eventfd: wake up in slices to notice interrupt()
+    auto slice = std::min<std::chrono::steady_clock::duration>(k_listen_slice, left);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(slice).count();
+    m_listen_conn->await_notification(0, static_cast<long>(us));
+    return;
+  }
+  pollfd fds[2] = {{m_listen_conn->sock(), POLLIN, 0}, {m_wake.fd(), POLLIN, 0}};
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+  int n = ::poll(fds, 2, static_cast<int>(std::min<long long>(ms, 60000)));
+  if (n <= 0) return;
+  if (fds[1].revents) m_wake.clear();
+  if (fds[0].revents) m_listen_conn->get_notifs();  // throws broken_connection if it closed
 }
 
 void postgres_storage::interrupt() {
@@ -635,6 +816,7 @@ void postgres_storage::interrupt() {
     m_interrupted = true;
   }
   m_wait_cv.notify_all();
+  m_wake.signal();
 }
 
 }  // namespace eventq::postgres

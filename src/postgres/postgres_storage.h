@@ -9,6 +9,7 @@
 #include <pqxx/except>
 #include <pqxx/transaction_base>
 #include <string>
+#include <thread>
 
 #include "eventq/options.h"
 #include "eventq/storage.h"
@@ -23,11 +24,28 @@ bool is_unavailable(const pqxx::sql_error& e);
 /// from a catch block.
 [[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what);
 
-/// storage over a PostgreSQL schema. Three connections, each used by one thread at a time:
-/// the writer (raises, cleanup; guarded by a mutex), the reader (the poller's reads and cursor
-/// stores, head/oldest cursors; guarded by a mutex) and the listener (LISTEN, used only by
-/// wait_for_change(), i.e. the poller thread). A broken connection is dropped and opened again
-/// on the next call that needs it.
+/// An eventfd that other threads signal to wake a poll(); fd() is -1 where unavailable.
+class wake_fd {
+ public:
+  wake_fd();
+  ~wake_fd();
+  wake_fd(const wake_fd&) = delete;
+  wake_fd& operator=(const wake_fd&) = delete;
+  int fd() const noexcept { return m_fd; }
+  void signal() noexcept;
+  void clear() noexcept;
+
+ private:
+  int m_fd = -1;
+};
+
+/// storage over a PostgreSQL schema. Five connections, each used by one thread at a time:
+/// the writer (raises; guarded by a mutex), the reader (the poller's reads and cursor stores,
+/// head/oldest cursors; guarded by a mutex), the operations connection (registry, leases,
+/// cleanup; see postgres_operations.cpp), the listener (LISTEN, used only by wait_for_change(),
+/// i.e. the poller thread) and the notifier (NOTIFY after raises commit, opened at the first
+/// raise, used only by the notifier thread). A broken connection is dropped and opened again on
+/// the next call that needs it.
 class postgres_storage final : public storage {
  public:
   /// Connects, creates the schema if missing and applies pending migrations. Throws eventq::error.
@@ -78,6 +96,8 @@ class postgres_storage final : public storage {
   template <class F>
   auto on_reader(const char* what, F&& f);
   bool ensure_listener();
+  void notifier_loop();
+  void wait_for_notification(std::chrono::steady_clock::duration left);
   void log(log_level level, const std::string& message) const;
 
   config m_cfg;
@@ -102,6 +122,14 @@ class postgres_storage final : public storage {
   std::condition_variable m_wait_cv;
   bool m_changed = false;
   bool m_interrupted = false;
+  wake_fd m_wake;  // wakes wait_for_notification() from other threads
+
+  // The notifier thread sends NOTIFY after raises commit (see append()).
+  std::mutex m_notify_mutex;
+  std::condition_variable m_notify_cv;
+  bool m_notify_pending = false;
+  bool m_notify_stop = false;
+  std::thread m_notifier;
 };
 
 }  // namespace eventq::postgres

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "migrations.h"
 #include "util.h"
@@ -33,6 +34,9 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
       m_writer(path, opts.busy_timeout),
       m_reader(path, opts.busy_timeout) {
   migrate();
+  // The reader writes only cursors: a cursor lost to a power cut means redelivery (handlers are
+  // idempotent), never a lost event, so its commits skip the fsync that raises need.
+  m_reader.exec("PRAGMA synchronous=NORMAL");
   m_insert = std::make_unique<statement>(
       m_writer,
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
@@ -54,6 +58,7 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
                                   "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
   m_data_version = std::make_unique<statement>(m_reader, "PRAGMA data_version");
   data_version_changed();  // records the starting value
+  m_watch = std::make_unique<change_watch>(path);
 
   std::lock_guard lk(g_registry_mutex);
   m_path = canonical_path(path);
@@ -269,13 +274,17 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
 
 std::size_t sqlite_storage::delete_older_than(std::chrono::system_clock::time_point cutoff,
                                               std::size_t max_rows) {
-  std::lock_guard lk(m_write_mutex);
+  std::unique_lock lk(m_write_mutex);
   write_transaction tx(m_writer);
   m_delete_batch->bind(1, detail::format_utc(cutoff))
       .bind(2, static_cast<std::int64_t>(max_rows))
       .run();
   auto n = m_writer.changes();
   tx.commit();
+  lk.unlock();
+  // Leaves the write lock free for a moment, so raisers of other connections (their busy
+  // handler retries every millisecond) get in between batches.
+  if (n == max_rows) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   return n;
 }
 
@@ -295,6 +304,7 @@ void sqlite_storage::notify_change() {
     m_changed = true;
   }
   m_wait_cv.notify_all();
+  m_watch->signal();
 }
 
 void sqlite_storage::interrupt() {
@@ -303,6 +313,7 @@ void sqlite_storage::interrupt() {
     m_interrupted = true;
   }
   m_wait_cv.notify_all();
+  m_watch->signal();
 }
 
 bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
@@ -319,6 +330,26 @@ bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
     }
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return false;
+    if (m_watch->valid()) {
+      // Sleeps until a commit writes the WAL (any process) or a same-process signal: no
+      // periodic checks while idle. data_version filters out this storage's own cursor writes.
+      lk.unlock();
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+      bool changed = false;
+      if (m_watch->wait(left) == watch_event::file_changed) {
+        // A writer appends to the WAL, syncs it, and only then publishes the commit in the
+        // shared-memory index (no file event): look again for a while before going back to
+        // sleep, or a commit could wait for the next poll.
+        auto pause = std::chrono::milliseconds(1);
+        while (!(changed = data_version_changed()) && pause <= std::chrono::milliseconds(32)) {
+          std::this_thread::sleep_for(pause);
+          pause *= 2;
+        }
+      }
+      lk.lock();
+      if (changed) return true;
+      continue;
+    }
     auto slice = std::min<std::chrono::steady_clock::duration>(m_check_interval, deadline - now);
     if (m_wait_cv.wait_for(lk, slice, [this] { return m_changed || m_interrupted; })) continue;
     lk.unlock();

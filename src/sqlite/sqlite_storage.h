@@ -8,6 +8,7 @@
 
 #include "eventq/options.h"
 #include "eventq/storage.h"
+#include "sqlite/change_watch.h"
 #include "sqlite/sqlite_db.h"
 
 namespace eventq::sqlite {
@@ -82,6 +83,7 @@ class sqlite_storage final : public storage {
   std::condition_variable m_wait_cv;
   bool m_changed = false;
   bool m_interrupted = false;
+  std::unique_ptr<change_watch> m_watch;  // null or invalid: poll PRAGMA data_version
 };
 
 }  // namespace eventq::sqlite

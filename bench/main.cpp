@@ -1,0 +1,125 @@
+// eventq_bench: every measurement of bench/run, printed as a table and written as JSON.
+//
+//   eventq_bench [--sqlite FILE] [--pg URL] [--scale X] [--json OUT]
+//
+// --scale shrinks durations and event counts (0.05 for a quick correctness run). The program
+// also runs as its own child process for the cross-process measurements (latency, idle, memory).
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "bench.h"
+
+namespace {
+
+std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  if (v >= 1000) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  } else if (v >= 10) {
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+  }
+  return buf;
+}
+
+void print_table(const nlohmann::json& results) {
+  std::printf("%-11s %-55s %12s %12s %7s  %-10s %-22s %s\n", "backend", "measure", "eventq",
+              "reference", "ratio", "unit", "target", "met");
+  for (const auto& r : results) {
+    std::string ref = r.contains("reference") ? fmt(r["reference"].get<double>()) : "-";
+    std::string ratio = r.contains("ratio") ? fmt(r["ratio"].get<double>()) + "x" : "-";
+    std::string met = r.contains("met") ? (r["met"].get<bool>() ? "yes" : "NO") : "-";
+    std::printf("%-11s %-55s %12s %12s %7s  %-10s %-22s %s\n",
+                r["backend"].get<std::string>().c_str(), r["measure"].get<std::string>().c_str(),
+                fmt(r["eventq"].get<double>()).c_str(), ref.c_str(), ratio.c_str(),
+                r["unit"].get<std::string>().c_str(), r["target"].get<std::string>().c_str(),
+                met.c_str());
+    if (r.contains("extra") && r["measure"].get<std::string>().rfind("latency", 0) == 0) {
+      const auto& x = r["extra"];
+      std::printf("%-11s   p50 %s ms, p99 %s ms, max %s ms over %d events\n", "",
+                  fmt(x["p50_ms"].get<double>()).c_str(), fmt(x["p99_ms"].get<double>()).c_str(),
+                  fmt(x["max_ms"].get<double>()).c_str(), x["events"].get<int>());
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (!args.empty()) {
+      std::vector<std::string> rest(args.begin() + 1, args.end());
+      if (args[0] == "latency-recv") return bench::child_latency_receiver(rest);
+      if (args[0] == "idle") return bench::child_idle(rest);
+      if (args[0] == "memory") return bench::child_memory(rest);
+    }
+    bench::settings s;
+    s.self = "/proc/self/exe";
+    char self[4096];
+    auto len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len > 0) s.self.assign(self, static_cast<std::size_t>(len));
+    std::string json_out;
+    for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
+      if (args[i] == "--sqlite") {
+        s.sqlite_path = args[i + 1];
+      } else if (args[i] == "--pg") {
+        s.pg_url = args[i + 1];
+      } else if (args[i] == "--scale") {
+        s.scale = std::stod(args[i + 1]);
+      } else if (args[i] == "--json") {
+        json_out = args[i + 1];
+      } else {
+        std::cerr << "usage: eventq_bench [--sqlite FILE] [--pg URL] [--scale X] [--json OUT]\n";
+        return 64;
+      }
+    }
+    nlohmann::json doc;
+    utsname u{};
+    uname(&u);
+    doc["machine"] = {{"cpus", std::thread::hardware_concurrency()},
+                      {"kernel", std::string(u.sysname) + " " + u.release},
+                      {"load_at_start", loadavg()}};
+    std::time_t now = std::time(nullptr);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    doc["started"] = when;
+    doc["scale"] = s.scale;
+    doc["results"] = nlohmann::json::array();
+    auto t0 = bench::clock_type::now();
+    if (!s.sqlite_path.empty()) {
+      for (const auto& r : bench::run_sqlite(s)) doc["results"].push_back(bench::to_json(r));
+    }
+#ifdef EVENTQ_BENCH_WITH_POSTGRES
+    if (!s.pg_url.empty()) {
+      for (const auto& r : bench::run_postgres(s)) doc["results"].push_back(bench::to_json(r));
+    }
+#endif
+    doc["machine"]["load_at_end"] = loadavg();
+    doc["seconds"] = bench::seconds_since(t0);
+    print_table(doc["results"]);
+    std::printf("load average at start %s, at end %s; %.0f s\n",
+                doc["machine"]["load_at_start"].get<std::string>().c_str(),
+                doc["machine"]["load_at_end"].get<std::string>().c_str(),
+                doc["seconds"].get<double>());
+    if (!json_out.empty()) std::ofstream(json_out) << doc.dump(2) << '\n';
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "eventq_bench: " << e.what() << '\n';
+    return 1;
+  }
+}

@@ -1,0 +1,90 @@
+#include "group_commit.h"
+
+#include <string>
+#include <utility>
+
+#include "eventq/error.h"
+
+namespace eventq::detail {
+
+group_commit::group_commit(append_function append, std::size_t max_group_rows)
+    : m_append(std::move(append)), m_max_group_rows(max_group_rows ? max_group_rows : 1) {}
+
+std::vector<std::int64_t> group_commit::submit(std::vector<event_record> rows) {
+  request me;
+  me.rows = std::move(rows);
+  std::unique_lock lk(m_mutex);
+  m_pending.push_back(&me);
+  // Lead whenever nobody else does and our request is still pending; otherwise wait for the
+  // current leader to finish (it may have taken our request into its group).
+  while (!me.done) {
+    if (!m_leader_active) {
+      m_leader_active = true;
+      lead(lk);
+    } else {
+      m_cv.wait(lk, [&] { return me.done || !m_leader_active; });
+    }
+  }
+  if (me.failure) std::rethrow_exception(me.failure);
+  return std::move(me.ids);
+}
+
+void group_commit::lead(std::unique_lock<std::mutex>& lk) {
+  // Take the oldest pending requests up to the row cap (always at least one).
+  std::vector<request*> group;
+  std::size_t n_rows = 0;
+  std::size_t taken = 0;
+  while (taken < m_pending.size()) {
+    request* r = m_pending[taken];
+    if (!group.empty() && n_rows + r->rows.size() > m_max_group_rows) break;
+    group.push_back(r);
+    n_rows += r->rows.size();
+    ++taken;
+  }
+  m_pending.erase(m_pending.begin(), m_pending.begin() + static_cast<std::ptrdiff_t>(taken));
+  lk.unlock();
+
+  std::vector<std::int64_t> ids;
+  std::exception_ptr failure;
+  try {
+    if (group.size() == 1) {
+      ids = m_append(group.front()->rows);
+    } else {
+      std::vector<event_record> all;
+      all.reserve(n_rows);
+      for (request* r : group) {
+        for (auto& row : r->rows) all.push_back(std::move(row));
+      }
+      ids = m_append(all);
+    }
+    if (ids.size() != n_rows) {
+      throw error(errc::database_error, "storage::append returned " + std::to_string(ids.size()) +
+                                            " ids for " + std::to_string(n_rows) + " rows");
+    }
+  } catch (...) {
+    failure = std::current_exception();  // handed to every raiser of the group below
+  }
+
+  lk.lock();
+  std::size_t at = 0;
+  for (request* r : group) {
+    if (failure) {
+      r->failure = failure;
+    } else {
+      r->ids.assign(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                    ids.begin() + static_cast<std::ptrdiff_t>(at + r->rows.size()));
+      at += r->rows.size();
+    }
+    r->done = true;
+  }
+  if (!failure) ++m_commits;
+  m_leader_active = false;
+  m_cv.notify_all();
+}
+
+std::uint64_t group_commit::commits() const {
+  std::lock_guard lk(m_mutex);
+  return m_commits;
+}
+
+}  // namespace eventq::detail

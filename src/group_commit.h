@@ -1,0 +1,65 @@
+// Group commit: concurrent raises on one queue object share one storage transaction.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "eventq/event.h"
+
+namespace eventq::detail {
+
+/// Leader/follower group commit over a storage's append(). A raiser enqueues its rows; if no
+/// commit is in flight it becomes the leader, takes every pending request, writes them all with
+/// one append() (one transaction, one fsync), hands each raiser its ids and wakes them. Raisers
+/// that arrive while a commit is in flight wait; when it ends, one of them leads the next group
+/// with everything that piled up meanwhile. So one thread pays one commit per raise, and N
+/// threads share a commit among up to N raises.
+///
+/// Guarantees: submit() returns only after the transaction holding its rows committed; each
+/// request's rows stay together and in order (a batch stays all-or-none); if append() throws,
+/// every request of that group rethrows that exception and nothing of the group is written.
+///
+/// Thread-safe. `append` is called by one thread at a time.
+class group_commit {
+ public:
+  using append_function = std::function<std::vector<std::int64_t>(std::span<const event_record>)>;
+
+  /// `max_group_rows`: a leader stops adding requests once the group holds this many rows (a
+  /// single request larger than that still goes alone), to bound the transaction size.
+  explicit group_commit(append_function append, std::size_t max_group_rows = 10000);
+
+  /// Writes `rows` durably (in a group with whatever else is pending) and returns their ids in
+  /// order. Throws what append() threw for the group.
+  std::vector<std::int64_t> submit(std::vector<event_record> rows);
+
+  /// Transactions committed so far (a group that failed is not counted).
+  std::uint64_t commits() const;
+
+ private:
+  struct request {
+    std::vector<event_record> rows;
+    std::vector<std::int64_t> ids;
+    std::exception_ptr failure;
+    bool done = false;
+  };
+
+  // REQUIRES: m_mutex held by `lk`, m_leader_active set by the caller. Commits one group.
+  void lead(std::unique_lock<std::mutex>& lk);
+
+  append_function m_append;
+  std::size_t m_max_group_rows;
+
+  mutable std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::vector<request*> m_pending;  // oldest first
+  bool m_leader_active = false;
+  std::uint64_t m_commits = 0;
+};
+
+}  // namespace eventq::detail
