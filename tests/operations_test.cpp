@@ -189,6 +189,9 @@ TEST_CASE("the instances clean up by themselves, one at a time, on schedule") {
   b.start();
   db.insert_old(5000, "old", "ancient", 2);
   REQUIRE(wait_until([&] { return db.count("EventType = 'old'") == 0; }, 15s));
+  // The rows go before the run that deleted them ends and counts them: wait for that too.
+  REQUIRE(wait_until(
+      [&] { return a.stats().cleanup_deleted + b.stats().cleanup_deleted == 5000; }, 15s));
   auto s = a.backend().summary();
   REQUIRE(s.last_cleanup.has_value());
   CHECK(s.last_cleanup_result.find("cleanup: deleted") == 0);
