@@ -54,9 +54,6 @@ struct flaky_storage : storage {
     if (failing) throw error(errc::database_unavailable, "injected: database went away");
     return inner->read(c, n);
   }
-  std::size_t delete_older_than(std::chrono::system_clock::time_point t, std::size_t n) override {
-    return inner->delete_older_than(t, n);
-  }
   bool wait_for_change(std::chrono::milliseconds t) override { return inner->wait_for_change(t); }
   void interrupt() override { inner->interrupt(); }
   std::string get_or_insert_property(std::string_view k, std::string_view v) override {

@@ -50,8 +50,9 @@ struct options {
   /// deliver much sooner; this interval is the safety net. Shorter costs more idle queries.
   std::chrono::milliseconds poll_interval{2000};
 
-  /// How often the poller asks the database whether anything changed (SQLite: one
-  /// `PRAGMA data_version`, no disk I/O). Bounds cross-process latency on SQLite.
+  /// SQLite only, and only where the file cannot be watched (no inotify): how often the poller
+  /// asks whether another process committed (one `PRAGMA data_version`, no disk I/O). Where
+  /// inotify works the poller sleeps until the WAL file changes and this is not used.
   std::chrono::milliseconds change_check_interval{25};
 
   /// Rows read per query. The cursor is stored after each page's handlers ran, so a crash

@@ -121,12 +121,6 @@ class storage {
   /// database could have produced is reported through read_result::missed, never thrown.
   virtual read_result read(std::string_view cursor, std::size_t limit) = 0;
 
-  /// Deletes at most `max_rows` rows created before `cutoff`, in one short transaction, and
-  /// returns how many it deleted. Never makes a later raise reuse a deleted row's id. Ignores
-  /// the instances: queue cleanup uses delete_expired(), which keeps rows not yet read.
-  virtual std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
-                                        std::size_t max_rows) = 0;
-
   /// Waits up to `timeout` for a sign that another writer may have committed. Returns true on
   /// such a sign (a hint only: the caller still reads the table), false on timeout or interrupt.
   virtual bool wait_for_change(std::chrono::milliseconds timeout) = 0;

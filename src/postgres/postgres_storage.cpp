@@ -345,9 +345,6 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   c->prepare("eventq_set",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
              "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
-  c->prepare("eventq_delete",
-             "DELETE FROM EventQueue WHERE Id IN (SELECT Id FROM EventQueue "
-             "WHERE Created < $1::timestamptz ORDER BY Created LIMIT $2)");
   return c;
 }
 
@@ -581,23 +578,6 @@ void postgres_storage::notifier_loop() {
     lk.lock();
     if (failed && m_notify_stop) return;
     if (failed) m_notify_cv.wait_for(lk, k_listen_retry, [this] { return m_notify_stop; });
-  }
-}
-
-std::size_t postgres_storage::delete_older_than(std::chrono::system_clock::time_point cutoff,
-                                                std::size_t max_rows) {
-  std::lock_guard lk(m_write_mutex);
-  try {
-    pqxx::work tx(writer());
-    auto r =
-        tx.exec_prepared("eventq_delete", created_text(cutoff), static_cast<long long>(max_rows));
-    tx.commit();
-    return static_cast<std::size_t>(r.affected_rows());
-  } catch (const error&) {
-    throw;
-  } catch (...) {
-    m_writer.reset();
-    rethrow_as_error(m_cfg, "deleting old events");
   }
 }
 

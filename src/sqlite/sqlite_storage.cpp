@@ -12,7 +12,7 @@ namespace eventq::sqlite {
 namespace {
 
 // Storages of this process by file, so a raise wakes every poller on the same file at once
-// (other processes notice through PRAGMA data_version).
+// (other processes notice through the WAL file watch, see wait_for_change()).
 std::mutex g_registry_mutex;
 std::multimap<std::string, sqlite_storage*> g_registry;
 
@@ -41,10 +41,6 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
       m_writer,
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
       "RaiseGlobally, Created, KeyId, Signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-  m_delete_batch = std::make_unique<statement>(
-      m_writer,
-      "DELETE FROM EventQueue WHERE Id IN (SELECT Id FROM EventQueue WHERE Created < ?1 "
-      "ORDER BY Created LIMIT ?2)");
   m_select_page = std::make_unique<statement>(
       m_reader, std::string(k_columns) + "WHERE Id > ?1 ORDER BY Id LIMIT ?2");
   m_select_seq = std::make_unique<statement>(
@@ -270,22 +266,6 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   out.next_cursor = std::to_string(last);
   out.more = scanned == limit;
   return out;
-}
-
-std::size_t sqlite_storage::delete_older_than(std::chrono::system_clock::time_point cutoff,
-                                              std::size_t max_rows) {
-  std::unique_lock lk(m_write_mutex);
-  write_transaction tx(m_writer);
-  m_delete_batch->bind(1, detail::format_utc(cutoff))
-      .bind(2, static_cast<std::int64_t>(max_rows))
-      .run();
-  auto n = m_writer.changes();
-  tx.commit();
-  lk.unlock();
-  // Leaves the write lock free for a moment, so raisers of other connections (their busy
-  // handler retries every millisecond) get in between batches.
-  if (n == max_rows) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  return n;
 }
 
 bool sqlite_storage::data_version_changed() {

@@ -30,8 +30,6 @@ class sqlite_storage final : public storage {
   void store_cursor(std::string_view instance, std::string_view cursor) override;
   std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
-  std::size_t delete_older_than(std::chrono::system_clock::time_point cutoff,
-                                std::size_t max_rows) override;
   bool wait_for_change(std::chrono::milliseconds timeout) override;
   void interrupt() override;
 
@@ -67,7 +65,6 @@ class sqlite_storage final : public storage {
   std::mutex m_write_mutex;
   connection m_writer;
   std::unique_ptr<statement> m_insert;
-  std::unique_ptr<statement> m_delete_batch;
 
   std::mutex m_read_mutex;
   connection m_reader;
