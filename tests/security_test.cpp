@@ -197,7 +197,7 @@ TEST_CASE("without a given secret, one is created in the database once and share
         q.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
       } catch (const std::exception& e) {
         ++failures;
-        MESSAGE(e.what());
+        MESSAGE(std::string(e.what()));
       }
     });
   }

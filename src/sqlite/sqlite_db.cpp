@@ -26,12 +26,31 @@ connection::connection(const std::string& path, std::chrono::milliseconds busy_t
   sqlite3_busy_handler(raw, &connection::on_busy, this);
   // WAL lets readers and one writer work at once across processes; it is a property of the
   // file, so setting it again on every open is a cheap no-op.
-  try {
-    exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
-  } catch (const error& e) {
-    throw error(errc::database_unavailable, std::string(e.what()) +
-                                                " (is it an SQLite database, on a local disk "
-                                                "that supports WAL, and writable?)");
+  //
+  // When several connections open a new file at once, switching it to WAL can fail with
+  // SQLITE_BUSY without SQLite ever calling the busy handler (it refuses to wait where waiting
+  // could deadlock: this connection holds a shared lock and wants an exclusive one). Those
+  // attempts are retried here until busy_timeout, like any other busy wait.
+  const char* setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;";
+  auto deadline = std::chrono::steady_clock::now() + busy_timeout;
+  for (int attempt = 0;; ++attempt) {
+    char* err = nullptr;
+    rc = sqlite3_exec(raw, setup, nullptr, nullptr, &err);
+    std::string msg = err ? err : sqlite3_errstr(rc);
+    sqlite3_free(err);
+    if (rc == SQLITE_OK) break;
+    int primary = rc & 0xff;
+    bool busy = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+    if (busy && std::chrono::steady_clock::now() < deadline) {
+      sqlite3_sleep(attempt < 100 ? 1 : 5);
+      continue;
+    }
+    throw error(errc::database_unavailable,
+                "SQLite database '" + path + "': " + msg + " (while switching it to WAL mode" +
+                    (busy ? ": another process held a lock on it longer than "
+                            "options::busy_timeout)"
+                          : "; is it an SQLite database, on a local disk that supports WAL, "
+                            "and writable?)"));
   }
 }
 
