@@ -214,20 +214,22 @@ bool looks_closed(const pqxx::connection& c) {
   return p.fd < 0 || ::poll(&p, 1, 0) != 0;
 }
 
+// A row of eventq_read: the event's columns start at index 2 (after the snapshot and
+// EQDeletedStamp).
 event_record to_record(const pqxx::row& row) {
   event_record r;
-  r.id = row[0].as<std::int64_t>();
-  r.type = row[1].as<std::string>();
-  r.data = row[2].as<std::string>();
-  r.instance = row[3].as<std::string>();
-  bool local = row[4].as<bool>();
-  bool global = row[5].as<bool>();
+  r.id = row[2].as<std::int64_t>();
+  r.type = row[3].as<std::string>();
+  r.data = row[4].as<std::string>();
+  r.instance = row[5].as<std::string>();
+  bool local = row[6].as<bool>();
+  bool global = row[7].as<bool>();
   r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
   r.created =
-      std::chrono::system_clock::time_point(std::chrono::microseconds(row[6].as<std::int64_t>()));
+      std::chrono::system_clock::time_point(std::chrono::microseconds(row[8].as<std::int64_t>()));
   // NULL (unsigned) reads as "".
-  if (!row[8].is_null()) r.key_id = row[8].as<std::string>();
-  if (!row[9].is_null()) r.signature = row[9].as<std::string>();
+  if (!row[10].is_null()) r.key_id = row[10].as<std::string>();
+  if (!row[11].is_null()) r.signature = row[11].as<std::string>();
   return r;
 }
 
@@ -323,22 +325,32 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
              "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
   c->prepare("eventq_wake", "SELECT pg_notify('" + channel_of(m_cfg.schema) + "', '')");
-  c->prepare("eventq_now",
-             "SELECT pg_current_snapshot()::text, "
-             "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp')");
-  c->prepare("eventq_page",
-             "SELECT Id, EventType, InstanceData::text, InstanceName, RaiseLocally, "
-             "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint, "
-             "Stamp::text AS StampText, KeyId, Signature "
+  // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot
+  // and EQDeletedStamp, then the page. $2 is the target snapshot when paging through a backlog,
+  // '' to read up to the statement's own snapshot: every row visible in it is visible to the
+  // statement, so nothing committed before the snapshot can be passed over. With no new rows the
+  // result is one row whose event columns are NULL.
+  c->prepare("eventq_read",
+             "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, "
+             "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp') AS deleted) "
+             "SELECT head.now::text, head.deleted, e.Id, e.EventType, e.InstanceData, "
+             "e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, e.StampText, e.KeyId, "
+             "e.Signature "
+             "FROM head LEFT JOIN LATERAL ("
+             "SELECT Id, EventType, InstanceData::text AS InstanceData, InstanceName, "
+             "RaiseLocally, RaiseGlobally, "
+             "(extract(epoch FROM Created) * 1000000)::bigint AS CreatedUs, "
+             "Stamp::text AS StampText, KeyId, Signature, Stamp AS StampOrder "
              "FROM EventQueue "
              "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
-             "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
+             "AND Stamp < pg_snapshot_xmax(coalesce(NULLIF($2, '')::pg_snapshot, head.now)) "
              "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
-             "AND pg_visible_in_snapshot(Stamp, $2::pg_snapshot) "
+             "AND pg_visible_in_snapshot(Stamp, coalesce(NULLIF($2, '')::pg_snapshot, head.now)) "
              "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
-             // Qualified: a bare "Stamp" here would name the text column above, and text
-             // order ("1000" < "999") would make paging skip and repeat rows.
-             "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5");
+             // Qualified: a bare "Stamp" could name a text column, and text order
+             // ("1000" < "999") would make paging skip and repeat rows.
+             "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5) e ON true "
+             "ORDER BY e.StampOrder, e.Id");
   c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
   c->prepare("eventq_insert_property",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
@@ -647,14 +659,10 @@ std::string postgres_storage::get_or_insert_property(std::string_view key, std::
 read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
   return on_reader("reading events", [&](pqxx::connection& c) {
     read_result out;
-    // One snapshot for the whole read: the rows it sees are exactly those visible in `now`.
-    pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(c);
-    auto head = tx.exec_prepared("eventq_now").at(0);
-    std::string now_text = head[0].as<std::string>();
-    auto now = parse_snapshot(now_text);
-    if (!now) throw error(errc::database_error, "unexpected snapshot '" + now_text + "'");
+    pqxx::nontransaction tx(c);
     auto cur = parse_cursor(cursor);
     if (!cur) {
+      auto now_text = tx.exec1("SELECT pg_current_snapshot()::text")[0].as<std::string>();
       out.missed = "stored cursor " + quoted_prefix(cursor) +
                    " is not a snapshot this library wrote (Properties edited?); continuing "
                    "from the current snapshot " +
@@ -662,6 +670,16 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
       out.next_cursor = now_text;
       return out;
     }
+    bool paging = cur->target.has_value();
+    std::string target_text = paging ? cur->target->text() : std::string();
+    auto rows = tx.exec_prepared(
+        "eventq_read", cur->prev.text(), target_text, std::to_string(paging ? cur->last_stamp : 0),
+        static_cast<long long>(paging ? cur->last_id : 0), static_cast<long long>(limit));
+    if (rows.empty()) throw error(errc::database_error, "eventq_read returned no row");
+    const auto head = rows[0];
+    std::string now_text = head[0].as<std::string>();
+    auto now = parse_snapshot(now_text);
+    if (!now) throw error(errc::database_error, "unexpected snapshot '" + now_text + "'");
     std::uint64_t cursor_xmax = cur->target ? cur->target->xmax : cur->prev.xmax;
     if (cursor_xmax > now->xmax) {
       out.missed = "stored cursor " + quoted_prefix(cursor) +
@@ -673,8 +691,7 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
       out.next_cursor = now_text;
       return out;
     }
-    bool paging = cur->target.has_value();
-    const snapshot& target = paging ? *cur->target : *now;
+    if (!paging) target_text = now_text;
     if (!paging && !head[1].is_null()) {
       auto deleted = parse_u64(head[1].c_str());
       if (deleted && !cur->prev.sees(*deleted)) {
@@ -685,21 +702,19 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
             std::to_string(*deleted) + "); continuing from the oldest retained event";
       }
     }
-    std::string target_text = paging ? target.text() : now_text;
-    auto rows = tx.exec_prepared(
-        "eventq_page", cur->prev.text(), target_text, std::to_string(paging ? cur->last_stamp : 0),
-        static_cast<long long>(paging ? cur->last_id : 0), static_cast<long long>(limit));
-    for (const auto& row : rows) {
-      if (!row[4].as<bool>() && !row[5].as<bool>()) continue;  // addressed to nobody
+    // No new rows: the one row has NULL event columns.
+    std::size_t n = head[2].is_null() ? 0 : rows.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto row = rows[static_cast<pqxx::result::size_type>(i)];
+      if (!row[6].as<bool>() && !row[7].as<bool>()) continue;  // addressed to nobody
       out.events.push_back(to_record(row));
     }
-    tx.commit();
-    if (rows.size() >= limit && !rows.empty()) {
-      const auto& last = rows[rows.size() - 1];
+    if (n >= limit && n > 0) {
+      const auto last = rows[static_cast<pqxx::result::size_type>(n - 1)];
       out.more = true;
-      out.next_cursor = cur->prev.text() + "|" + target_text + "|" + last[7].as<std::string>() +
-                        ":" + last[0].as<std::string>();
-    } else if (!paging && rows.empty() && !out.missed) {
+      out.next_cursor = cur->prev.text() + "|" + target_text + "|" + last[9].as<std::string>() +
+                        ":" + last[2].as<std::string>();
+    } else if (!paging && n == 0 && !out.missed) {
       out.next_cursor = std::string(cursor);  // nothing new: no need to store a new cursor
     } else {
       out.next_cursor = target_text;

@@ -41,8 +41,13 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
       m_writer,
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
       "RaiseGlobally, Created, KeyId, Signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+  // One statement, so one snapshot and one query per poll: the page, then a last row that
+  // carries only the sequence (the newest Id ever given), which tells deleted rows from no rows.
   m_select_page = std::make_unique<statement>(
-      m_reader, std::string(k_columns) + "WHERE Id > ?1 ORDER BY Id LIMIT ?2");
+      m_reader, "SELECT * FROM (" + std::string(k_columns) +
+                    "WHERE Id > ?1 ORDER BY Id LIMIT ?2) "
+                    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, seq "
+                    "FROM sqlite_sequence WHERE name = 'EventQueue'");
   m_select_seq = std::make_unique<statement>(
       m_reader, "SELECT seq FROM sqlite_sequence WHERE name = 'EventQueue'");
   m_select_min = std::make_unique<statement>(m_reader, "SELECT min(Id) FROM EventQueue");
@@ -202,9 +207,6 @@ void sqlite_storage::store_cursor(std::string_view instance, std::string_view cu
 
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::lock_guard lk(m_read_mutex);
-  // One snapshot for the page and the sequence check below: were they separate, a commit
-  // between them would look like deleted rows and the cursor would jump over it.
-  read_transaction snapshot(m_reader);
   read_result out;
   auto parsed = detail::parse_int64(cursor);
   std::int64_t cur;
@@ -216,13 +218,30 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   } else {
     cur = *parsed;
   }
+  // The page and the sequence come from one statement, so from one snapshot: were they read
+  // apart, a commit in between would look like deleted rows and the cursor would jump over it.
   std::int64_t last = cur;
+  std::int64_t seq = 0;  // no sqlite_sequence row yet: no event was ever raised
+  bool seq_seen = false;
   std::size_t scanned = 0;
-  m_select_page->bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
-  while (m_select_page->step()) {
+  auto& s = *m_select_page;
+  s.bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
+  while (s.step()) {
+    if (s.is_null(0)) {
+      seq = s.int64(8);
+      seq_seen = true;
+      continue;
+    }
+    auto id = s.int64(0);
+    if (seq_seen || id <= last) {
+      s.reset();
+      throw error(errc::database_error, "SQLite returned the page after Id " + std::to_string(cur) +
+                                            " out of order (Id " + std::to_string(id) + " after " +
+                                            std::to_string(last) +
+                                            "); this SQLite version is not supported");
+    }
     ++scanned;
-    auto& s = *m_select_page;
-    last = s.int64(0);
+    last = id;
     if (scanned == 1 && last != cur + 1 && !out.missed) {
       out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(last - 1) +
                    " were deleted before this instance processed them (cleanup ran while it "
@@ -245,9 +264,8 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
     r.signature = s.text(8);
     out.events.push_back(std::move(r));
   }
-  m_select_page->reset();
+  s.reset();
   if (scanned == 0 && !out.missed) {
-    std::int64_t seq = sequence_locked();
     if (cur > seq) {
       out.missed = "stored cursor " + std::to_string(cur) + " is ahead of the newest event Id " +
                    std::to_string(seq) +
