@@ -69,9 +69,16 @@ long peak_rss_kib();
 /// Process CPU time (user + system) in seconds.
 double cpu_seconds();
 
-/// Statement counters interposed on libsqlite3 / libpq (see counters.cpp).
-std::uint64_t sqlite_steps();
-std::uint64_t pq_statements();
+/// What a counted statement is, told by its text.
+enum class statement_kind {
+  query,         ///< reading events, storing cursors: what a poll does
+  change_check,  ///< SQLite's PRAGMA data_version after the WAL file changed (a wake-up check)
+  lease,         ///< the instance registry: lease renewals
+};
+
+/// Statements executed by this process (libsqlite3 and libpq calls are interposed, see
+/// common.cpp), counted once each when they start.
+std::uint64_t statements(statement_kind k);
 
 /// A child process running this program with `args`; stdout is read through a pipe.
 class child {

@@ -22,8 +22,17 @@
 // and libpq land here first: the idle measurement counts the statements an instance really runs.
 
 namespace {
-std::atomic<std::uint64_t> g_sqlite_steps{0};
-std::atomic<std::uint64_t> g_pq_statements{0};
+// Statement executions by kind (bench::statement_kind): a statement is counted once when it
+// starts, however many rows it returns.
+std::atomic<std::uint64_t> g_statements[3];
+
+bench::statement_kind kind_of(const char* sql) {
+  if (!sql) return bench::statement_kind::query;
+  if (std::strstr(sql, "data_version")) return bench::statement_kind::change_check;
+  if (std::strstr(sql, "EventQueueInstances")) return bench::statement_kind::lease;
+  return bench::statement_kind::query;
+}
+void count(bench::statement_kind k) { ++g_statements[static_cast<int>(k)]; }
 
 template <class F>
 F next_symbol(const char* name) {
@@ -41,12 +50,12 @@ struct pg_result;
 extern "C" {
 int sqlite3_step(sqlite3_stmt* s) {
   static auto real = next_symbol<int (*)(sqlite3_stmt*)>("sqlite3_step");
-  ++g_sqlite_steps;
+  if (!sqlite3_stmt_busy(s)) count(kind_of(sqlite3_sql(s)));  // a new execution, not a row
   return real(s);
 }
 pg_result* PQexec(pg_conn* c, const char* q) {
   static auto real = next_symbol<pg_result* (*)(pg_conn*, const char*)>("PQexec");
-  ++g_pq_statements;
+  count(kind_of(q));
   return real(c, q);
 }
 pg_result* PQexecParams(pg_conn* c, const char* q, int n, const unsigned* types,
@@ -55,22 +64,21 @@ pg_result* PQexecParams(pg_conn* c, const char* q, int n, const unsigned* types,
   static auto real =
       next_symbol<pg_result* (*)(pg_conn*, const char*, int, const unsigned*, const char* const*,
                                  const int*, const int*, int)>("PQexecParams");
-  ++g_pq_statements;
+  count(kind_of(q));
   return real(c, q, n, types, values, lengths, formats, result_format);
 }
 pg_result* PQexecPrepared(pg_conn* c, const char* name, int n, const char* const* values,
                           const int* lengths, const int* formats, int result_format) {
   static auto real = next_symbol<pg_result* (*)(pg_conn*, const char*, int, const char* const*,
                                                 const int*, const int*, int)>("PQexecPrepared");
-  ++g_pq_statements;
+  count(bench::statement_kind::query);  // eventq prepares only event and cursor statements
   return real(c, name, n, values, lengths, formats, result_format);
 }
 }
 
 namespace bench {
 
-std::uint64_t sqlite_steps() { return g_sqlite_steps; }
-std::uint64_t pq_statements() { return g_pq_statements; }
+std::uint64_t statements(statement_kind k) { return g_statements[static_cast<int>(k)]; }
 
 // ---- the event ---------------------------------------------------------------------------------
 
