@@ -1,6 +1,7 @@
 // eventq_bench: every measurement of bench/run, printed as a table and written as JSON.
 //
 //   eventq_bench [--sqlite FILE] [--pg URL] [--scale X] [--json OUT]
+//   eventq_bench latency URL on|off N     (one latency measurement alone, for profiling)
 //
 // --scale shrinks durations and event counts (0.05 for a quick correctness run). The program
 // also runs as its own child process for the cross-process measurements (latency, idle, memory).
@@ -79,6 +80,13 @@ int main(int argc, char** argv) {
       if (args[0] == "latency-recv") return bench::child_latency_receiver(rest);
       if (args[0] == "idle") return bench::child_idle(rest);
       if (args[0] == "memory") return bench::child_memory(rest);
+      if (args[0] == "latency" && rest.size() == 3) {  // one latency line alone: URL on|off N
+        bench::settings s;
+        s.self = "/proc/self/exe";
+        std::cout << bench::eventq_latency(s, rest[0], rest[1] == "on", std::stoi(rest[2])).dump()
+                  << std::endl;
+        return 0;
+      }
     }
     bench::settings s;
     s.self = "/proc/self/exe";
