@@ -6,8 +6,10 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
-#include <climits>
+#include <memory>
+#include <vector>
 
 #include "eventq/error.h"
 #include "row_check.h"
@@ -79,15 +81,88 @@ std::string sign(const event_record& row, const signing_key& key) {
 
 namespace detail {
 
+namespace {
+
+struct md_ctx_free {
+  void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
+};
+using md_ctx = std::unique_ptr<EVP_MD_CTX, md_ctx_free>;
+
+[[noreturn]] void openssl_failed() {
+  throw error(errc::invalid_argument, "HMAC-SHA256 failed (OpenSSL)");
+}
+
+md_ctx new_ctx() {
+  md_ctx c(EVP_MD_CTX_new());
+  if (!c) openssl_failed();
+  return c;
+}
+
+// SHA-256 fetched once: OpenSSL 3's one-shot HMAC() fetches the algorithm, allocates and frees
+// contexts on every call, which cost more than hashing a 300-byte row.
+const EVP_MD* sha256() {
+  static const EVP_MD* md = EVP_sha256();
+  return md;
+}
+
+// HMAC (RFC 2104) with the key's padded blocks already absorbed: each message then costs a
+// context copy and two short hashes. One per secret, cached per thread (a queue uses few keys).
+struct hmac_key {
+  std::string secret;
+  md_ctx inner, outer;
+
+  explicit hmac_key(std::string_view s) : secret(s), inner(new_ctx()), outer(new_ctx()) {
+    constexpr std::size_t block = 64;
+    std::array<unsigned char, block> key{};
+    if (secret.size() > block) {
+      unsigned int n = 0;
+      if (EVP_Digest(secret.data(), secret.size(), key.data(), &n, sha256(), nullptr) != 1) {
+        openssl_failed();
+      }
+    } else {
+      std::copy(secret.begin(), secret.end(), key.begin());
+    }
+    std::array<unsigned char, block> ipad{}, opad{};
+    for (std::size_t i = 0; i < block; ++i) {
+      ipad[i] = static_cast<unsigned char>(key[i] ^ 0x36);
+      opad[i] = static_cast<unsigned char>(key[i] ^ 0x5c);
+    }
+    if (EVP_DigestInit_ex(inner.get(), sha256(), nullptr) != 1 ||
+        EVP_DigestUpdate(inner.get(), ipad.data(), block) != 1 ||
+        EVP_DigestInit_ex(outer.get(), sha256(), nullptr) != 1 ||
+        EVP_DigestUpdate(outer.get(), opad.data(), block) != 1) {
+      openssl_failed();
+    }
+    OPENSSL_cleanse(key.data(), key.size());
+    OPENSSL_cleanse(ipad.data(), ipad.size());
+    OPENSSL_cleanse(opad.data(), opad.size());
+  }
+};
+
+const hmac_key& cached_key(std::string_view secret) {
+  thread_local std::vector<std::unique_ptr<hmac_key>> cache;
+  for (auto& k : cache) {
+    if (k->secret == secret) return *k;
+  }
+  if (cache.size() >= 8) cache.erase(cache.begin());  // oldest out
+  cache.push_back(std::make_unique<hmac_key>(secret));
+  return *cache.back();
+}
+
+}  // namespace
+
 std::array<unsigned char, 32> hmac_sha256(std::string_view secret, std::string_view message) {
-  std::array<unsigned char, 32> out{};
+  thread_local md_ctx work = new_ctx();
+  const hmac_key& key = cached_key(secret);
+  std::array<unsigned char, 32> inner_hash{}, out{};
   unsigned int len = 0;
-  if (secret.size() > INT_MAX ||
-      HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-           reinterpret_cast<const unsigned char*>(message.data()), message.size(), out.data(),
-           &len) == nullptr ||
-      len != out.size()) {
-    throw error(errc::invalid_argument, "HMAC-SHA256 failed (OpenSSL)");
+  if (EVP_MD_CTX_copy_ex(work.get(), key.inner.get()) != 1 ||
+      EVP_DigestUpdate(work.get(), message.data(), message.size()) != 1 ||
+      EVP_DigestFinal_ex(work.get(), inner_hash.data(), &len) != 1 || len != inner_hash.size() ||
+      EVP_MD_CTX_copy_ex(work.get(), key.outer.get()) != 1 ||
+      EVP_DigestUpdate(work.get(), inner_hash.data(), inner_hash.size()) != 1 ||
+      EVP_DigestFinal_ex(work.get(), out.data(), &len) != 1 || len != out.size()) {
+    openssl_failed();
   }
   return out;
 }

@@ -386,3 +386,56 @@ TEST_CASE("the canonical form is length-prefixed: moving bytes between fields ch
   r2.mode = raise_mode::locally;
   CHECK(sign(r1, k) != sign(r2, k));
 }
+
+TEST_CASE("HMAC-SHA256 matches RFC 4231, with keys alternating and from several threads") {
+  auto hex = [](const std::array<unsigned char, 32>& mac) {
+    std::string out;
+    for (unsigned char b : mac) {
+      out.push_back("0123456789abcdef"[b >> 4]);
+      out.push_back("0123456789abcdef"[b & 15]);
+    }
+    return out;
+  };
+  struct vector_case {
+    std::string key, data, mac;
+  };
+  const std::vector<vector_case> cases = {
+      // Test case 1: a 20-byte key.
+      {std::string(20, '\x0b'), "Hi There",
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      // Test case 2: a short key.
+      {"Jefe", "what do ya want for nothing?",
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      // Test case 6: a key longer than the block (hashed first).
+      {std::string(131, '\xaa'), "Test Using Larger Than Block-Size Key - Hash Key First",
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+      // Test case 7: a long key and a long message.
+      {std::string(131, '\xaa'),
+       "This is a test using a larger than block-size key and a larger than block-size data. "
+       "The key needs to be hashed before being used by the HMAC algorithm.",
+       "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+  };
+  // Alternating keys exercises the per-thread key cache; the threads each build their own.
+  std::atomic<int> wrong{0};
+  auto check_all = [&] {
+    for (int round = 0; round < 3; ++round) {
+      for (const auto& c : cases) {
+        if (hex(detail::hmac_sha256(c.key, c.data)) != c.mac) ++wrong;
+      }
+    }
+  };
+  check_all();
+  CHECK(wrong == 0);
+  for (const auto& c : cases) CHECK(hex(detail::hmac_sha256(c.key, c.data)) == c.mac);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back(check_all);
+  for (auto& t : threads) t.join();
+  CHECK(wrong == 0);
+  // More keys than the cache holds: still right after eviction.
+  for (int k = 0; k < 20; ++k) {
+    auto key = "key-" + std::to_string(k);
+    CHECK(detail::hmac_sha256(key, "m") == detail::hmac_sha256(key, "m"));
+    CHECK(detail::hmac_sha256(key, "m") != detail::hmac_sha256(key + "x", "m"));
+  }
+  CHECK(hex(detail::hmac_sha256(cases[1].key, cases[1].data)) == cases[1].mac);
+}
