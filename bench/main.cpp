@@ -2,6 +2,7 @@
 //
 //   eventq_bench [--sqlite FILE] [--pg URL] [--scale X] [--json OUT]
 //   eventq_bench latency URL on|off N     (one latency measurement alone, for profiling)
+//   eventq_bench raise URL THREADS shared|own   (3 s of raises alone, for profiling)
 //
 // --scale shrinks durations and event counts (0.05 for a quick correctness run). The program
 // also runs as its own child process for the cross-process measurements (latency, idle, memory).
@@ -80,6 +81,12 @@ int main(int argc, char** argv) {
       if (args[0] == "latency-recv") return bench::child_latency_receiver(rest);
       if (args[0] == "idle") return bench::child_idle(rest);
       if (args[0] == "memory") return bench::child_memory(rest);
+      if (args[0] == "raise" && rest.size() == 3) {  // raise rate alone: URL threads shared|own
+        auto rate = bench::eventq_raise_rate(rest[0], std::stoi(rest[1]), rest[2] == "shared",
+                                             std::chrono::milliseconds(3000));
+        std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
+        return 0;
+      }
       if (args[0] == "latency" && rest.size() == 3) {  // one latency line alone: URL on|off N
         bench::settings s;
         s.self = "/proc/self/exe";

@@ -128,6 +128,14 @@ inline void run_contract_suite(backend_fixture& f) {
     CHECK(std::is_sorted(ids.begin(), ids.end()));
     CHECK(b.poll_once() == 250);
     CHECK(ib.ids() == ids);
+    // Each returned Id names the event at that position (backends write batches in chunks).
+    std::lock_guard lk(ib.mutex);
+    REQUIRE(ib.events.size() == 250);
+    int misplaced = 0;
+    for (int i = 0; i < 250; ++i) {
+      if (ib.events[static_cast<std::size_t>(i)].second.value("page", -1) != i) ++misplaced;
+    }
+    CHECK(misplaced == 0);
     CHECK(a.raise(batch{}).empty());
   }
 

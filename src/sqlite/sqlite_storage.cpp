@@ -37,10 +37,14 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
   // The reader writes only cursors: a cursor lost to a power cut means redelivery (handlers are
   // idempotent), never a lost event, so its commits skip the fsync that raises need.
   m_reader.exec("PRAGMA synchronous=NORMAL");
-  m_insert = std::make_unique<statement>(
-      m_writer,
+  const std::string insert =
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
-      "RaiseGlobally, Created, KeyId, Signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+      "RaiseGlobally, Created, KeyId, Signature) VALUES ";
+  std::string rows;
+  for (std::size_t i = 0; i < k_insert_chunk; ++i)
+    rows += i ? ",(?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?)";
+  m_insert = std::make_unique<statement>(m_writer, insert + "(?,?,?,?,?,?,?,?)");
+  m_insert_chunk = std::make_unique<statement>(m_writer, insert + rows);
   // One statement, so one snapshot and one query per poll: the page, then a last row that
   // carries only the sequence (the newest Id ever given), which tells deleted rows from no rows.
   m_select_page = std::make_unique<statement>(
@@ -113,36 +117,80 @@ void sqlite_storage::migrate() {
   tx.commit();
 }
 
+namespace {
+// Binds one row's 8 parameters from `base` + 1. `created` is the row's formatted time.
+void bind_row(statement& s, int base, const event_record& e, const std::string& created) {
+  bool local = e.mode != raise_mode::globally;
+  bool global = e.mode != raise_mode::locally;
+  s.bind(base + 1, e.type)
+      .bind(base + 2, e.data)
+      .bind(base + 3, e.instance)
+      .bind(base + 4, std::int64_t{local})
+      .bind(base + 5, std::int64_t{global})
+      .bind(base + 6, created);
+  // Empty means unsigned: stored as NULL, as a row written by other means would be.
+  if (e.key_id.empty()) {
+    s.bind_null(base + 7);
+  } else {
+    s.bind(base + 7, e.key_id);
+  }
+  if (e.signature.empty()) {
+    s.bind_null(base + 8);
+  } else {
+    s.bind(base + 8, e.signature);
+  }
+}
+}  // namespace
+
 std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> events) {
   std::vector<std::int64_t> ids;
   ids.reserve(events.size());
   {
     std::lock_guard lk(m_write_mutex);
-    write_transaction tx(m_writer);
-    for (const auto& e : events) {
-      bool local = e.mode != raise_mode::globally;
-      bool global = e.mode != raise_mode::locally;
-      m_insert->bind(1, e.type)
-          .bind(2, e.data)
-          .bind(3, e.instance)
-          .bind(4, std::int64_t{local})
-          .bind(5, std::int64_t{global})
-          .bind(6, detail::format_utc(e.created));
-      // Empty means unsigned: stored as NULL, as a row written by other means would be.
-      if (e.key_id.empty()) {
-        m_insert->bind_null(7);
-      } else {
-        m_insert->bind(7, e.key_id);
+    // The rows of one raise share their time: format it once.
+    std::string created;
+    std::chrono::system_clock::time_point created_for{};
+    auto created_text = [&](const event_record& e) -> const std::string& {
+      if (created.empty() || e.created != created_for) {
+        created = detail::format_utc(e.created);
+        created_for = e.created;
       }
-      if (e.signature.empty()) {
-        m_insert->bind_null(8);
-      } else {
-        m_insert->bind(8, e.signature);
-      }
+      return created;
+    };
+    if (events.size() == 1) {
+      // One statement in autocommit is atomic and takes the write lock itself, with no read
+      // lock held before it (so the busy handler applies): no BEGIN/COMMIT round needed.
+      bind_row(*m_insert, 0, events.front(), created_text(events.front()));
       m_insert->run();
       ids.push_back(sqlite3_last_insert_rowid(m_writer.get()));
+    } else {
+      write_transaction tx(m_writer);
+      std::size_t i = 0;
+      // Full chunks through one multi-row INSERT: one statement per k_insert_chunk rows. The
+      // rows of one statement get consecutive Ids (AUTOINCREMENT, under the write lock).
+      for (; i + k_insert_chunk <= events.size(); i += k_insert_chunk) {
+        for (std::size_t r = 0; r < k_insert_chunk; ++r) {
+          bind_row(*m_insert_chunk, static_cast<int>(8 * r), events[i + r],
+                   created_text(events[i + r]));
+        }
+        m_insert_chunk->run();
+        if (m_writer.changes() != k_insert_chunk) {
+          throw error(errc::database_error,
+                      "SQLite database '" + m_path + "': a " + std::to_string(k_insert_chunk) +
+                          "-row INSERT wrote " + std::to_string(m_writer.changes()) + " rows");
+        }
+        std::int64_t last = sqlite3_last_insert_rowid(m_writer.get());
+        for (std::size_t r = 0; r < k_insert_chunk; ++r) {
+          ids.push_back(last - static_cast<std::int64_t>(k_insert_chunk - 1 - r));
+        }
+      }
+      for (; i < events.size(); ++i) {
+        bind_row(*m_insert, 0, events[i], created_text(events[i]));
+        m_insert->run();
+        ids.push_back(sqlite3_last_insert_rowid(m_writer.get()));
+      }
+      tx.commit();
     }
-    tx.commit();
   }
   std::lock_guard lk(g_registry_mutex);
   auto [b, e] = g_registry.equal_range(m_path);

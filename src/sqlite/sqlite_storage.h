@@ -64,7 +64,10 @@ class sqlite_storage final : public storage {
 
   std::mutex m_write_mutex;
   connection m_writer;
-  std::unique_ptr<statement> m_insert;
+  // Rows per multi-row INSERT in batch raises (8 parameters each, well under SQLite's limit).
+  static constexpr std::size_t k_insert_chunk = 32;
+  std::unique_ptr<statement> m_insert;        // one row
+  std::unique_ptr<statement> m_insert_chunk;  // k_insert_chunk rows
 
   std::mutex m_read_mutex;
   connection m_reader;
