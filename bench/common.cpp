@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -32,7 +33,17 @@ bench::statement_kind kind_of(const char* sql) {
   if (std::strstr(sql, "EventQueueInstances")) return bench::statement_kind::lease;
   return bench::statement_kind::query;
 }
-void count(bench::statement_kind k) { ++g_statements[static_cast<int>(k)]; }
+// EVENTQ_BENCH_TRACE=1 prints each counted statement to stderr (to see what an idle
+// instance runs).
+const bool g_trace = [] {
+  const char* v = std::getenv("EVENTQ_BENCH_TRACE");
+  return v && *v == '1';
+}();
+
+void count(bench::statement_kind k, const char* text) {
+  ++g_statements[static_cast<int>(k)];
+  if (g_trace) std::fprintf(stderr, "statement: %.100s\n", text ? text : "?");
+}
 
 template <class F>
 F next_symbol(const char* name) {
@@ -50,12 +61,13 @@ struct pg_result;
 extern "C" {
 int sqlite3_step(sqlite3_stmt* s) {
   static auto real = next_symbol<int (*)(sqlite3_stmt*)>("sqlite3_step");
-  if (!sqlite3_stmt_busy(s)) count(kind_of(sqlite3_sql(s)));  // a new execution, not a row
+  if (!sqlite3_stmt_busy(s))
+    count(kind_of(sqlite3_sql(s)), sqlite3_sql(s));  // a new execution, not a row
   return real(s);
 }
 pg_result* PQexec(pg_conn* c, const char* q) {
   static auto real = next_symbol<pg_result* (*)(pg_conn*, const char*)>("PQexec");
-  count(kind_of(q));
+  count(kind_of(q), q);
   return real(c, q);
 }
 pg_result* PQexecParams(pg_conn* c, const char* q, int n, const unsigned* types,
@@ -64,14 +76,14 @@ pg_result* PQexecParams(pg_conn* c, const char* q, int n, const unsigned* types,
   static auto real =
       next_symbol<pg_result* (*)(pg_conn*, const char*, int, const unsigned*, const char* const*,
                                  const int*, const int*, int)>("PQexecParams");
-  count(kind_of(q));
+  count(kind_of(q), q);
   return real(c, q, n, types, values, lengths, formats, result_format);
 }
 pg_result* PQexecPrepared(pg_conn* c, const char* name, int n, const char* const* values,
                           const int* lengths, const int* formats, int result_format) {
   static auto real = next_symbol<pg_result* (*)(pg_conn*, const char*, int, const char* const*,
                                                 const int*, const int*, int)>("PQexecPrepared");
-  count(bench::statement_kind::query);  // eventq prepares only event and cursor statements
+  count(bench::statement_kind::query, name);  // eventq prepares only event and cursor statements
   return real(c, name, n, values, lengths, formats, result_format);
 }
 }

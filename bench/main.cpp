@@ -57,16 +57,17 @@ void print_table(const nlohmann::json& results) {
                   fmt(x["p50_ms"].get<double>()).c_str(), fmt(x["p99_ms"].get<double>()).c_str(),
                   fmt(x["max_ms"].get<double>()).c_str(), x["events"].get<int>());
     }
-    if (r.contains("extra") && r["extra"].contains("queries_per_min")) {
+    if (r.contains("extra") && r["extra"].contains("queries_per_min") &&
+        r["unit"].get<std::string>() == "per min") {
       const auto& x = r["extra"];
       std::printf(
-          "%-11s   per min: %s queries, %s change checks, %s lease; %s per poll interval "
-          "(allowed %s)\n",
+          "%-11s   per min: %s queries (%s per poll interval, allowed %s), %s lease, %s "
+          "change checks\n",
           "", fmt(x["queries_per_min"].get<double>()).c_str(),
-          fmt(x["change_checks_per_min"].get<double>()).c_str(),
+          fmt(x["queries_per_poll_interval"].get<double>()).c_str(),
+          fmt(x["allowed_queries_per_poll_interval"].get<double>()).c_str(),
           fmt(x["lease_statements_per_min"].get<double>()).c_str(),
-          fmt(x["statements_per_poll_interval"].get<double>()).c_str(),
-          fmt(x["allowed_per_poll_interval"].get<double>()).c_str());
+          fmt(x["change_checks_per_min"].get<double>()).c_str());
     }
   }
 }

@@ -310,8 +310,8 @@ std::vector<result> run_sqlite(const settings& s) {
     auto j = eventq_idle(s, url, std::max(5, static_cast<int>(60 * s.scale)));
     add({"", "idle instance: CPU", "s/hour", j["cpu_s_per_hour"], std::nullopt, "", false,
          "<= 1 s/hour", j["cpu_s_per_hour"].get<double>() <= 1, j});
-    add({"", "idle instance: statements", "per min", j["statements_per_min"], std::nullopt, "",
-         false, "<= 1 query per poll interval + renewals", j["within_target"].get<bool>(), j});
+    add({"", "idle instance: queries", "per min", j["queries_per_min"], std::nullopt, "", false,
+         "<= 1 per poll interval + renewals", j["within_target"].get<bool>(), j});
   }
   {
     auto n = static_cast<std::int64_t>(1000000 * s.scale);

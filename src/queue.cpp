@@ -402,8 +402,14 @@ struct queue::impl {
     const auto retry_every =
         std::min<std::chrono::milliseconds>(renew_every, std::chrono::seconds(1));
     const bool scheduled = opts.cleanup_interval.count() > 0;
+    // Whether the cleanup is due is asked of the database (one statement) every tenth of the
+    // interval, at most every 10 minutes: a daily cleanup starts within 10 minutes of being due,
+    // and an idle instance spends nearly all its queries on polls.
     const auto check_every = std::min<std::chrono::milliseconds>(
-        scheduled ? opts.cleanup_interval : std::chrono::seconds(60), std::chrono::seconds(60));
+        scheduled ? std::max<std::chrono::milliseconds>(opts.cleanup_interval / 10,
+                                                        std::chrono::milliseconds(100))
+                  : std::chrono::minutes(10),
+        std::chrono::minutes(10));
     auto next_renew = clock::now() + renew_every;
     auto next_check = clock::now() + check_every;
     auto renew_if_due = [&] {

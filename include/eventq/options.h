@@ -85,7 +85,8 @@ struct options {
 
   /// How often the database is cleaned up by the instances themselves (every instance may run it,
   /// one per database at a time, holding the "cleanup" lease in EventQueueTasks). Zero: never;
-  /// schedule `eventq cleanup` instead (see docs/operating.md).
+  /// schedule `eventq cleanup` instead (README, "Cleanup"). Each instance asks whether a
+  /// cleanup is due every tenth of this interval, at most every 10 minutes.
   std::chrono::seconds cleanup_interval{std::chrono::hours(24)};
 
   /// Rows younger than this are kept by cleanup (Sitecore keeps 1 day); also the default age of
