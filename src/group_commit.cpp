@@ -15,16 +15,22 @@ std::vector<std::int64_t> group_commit::submit(std::vector<event_record> rows) {
   me.rows = std::move(rows);
   std::unique_lock lk(m_mutex);
   m_pending.push_back(&me);
-  // Lead whenever nobody else does and our request is still pending; otherwise wait for the
-  // current leader to finish (it may have taken our request into its group).
-  while (!me.done) {
-    if (!m_leader_active) {
-      m_leader_active = true;
-      lead(lk);
-    } else {
-      m_cv.wait(lk, [&] { return me.done || !m_leader_active; });
+  if (m_leader_active && m_pending.size() >= m_last_group) m_gather_cv.notify_one();
+  if (!m_leader_active) {
+    m_leader_active = true;  // nobody commits: we lead (our request is the only one so far)
+    // The previous group had several raisers: they are on their way back with their next
+    // events. Give them a moment to join, or this group holds one raise and the next all
+    // the rest (1, 7, 1, 7 with eight threads). A lone raiser never waits.
+    if (m_last_group > 1) {
+      m_gather_cv.wait_for(lk, k_gather_wait, [&] { return m_pending.size() >= m_last_group; });
     }
+  } else {
+    // Sleep until our rows are committed by another leader, or leadership is handed to us.
+    // Each raiser has its own condition variable, so a commit wakes only its group's raisers
+    // and the next leader, not every waiting thread.
+    me.cv.wait(lk, [&] { return me.done || me.lead; });
   }
+  if (!me.done) lead(lk);  // our request is the oldest pending: it is in this group
   if (me.failure) std::rethrow_exception(me.failure);
   return std::move(me.ids);
 }
@@ -78,8 +84,15 @@ void group_commit::lead(std::unique_lock<std::mutex>& lk) {
     r->done = true;
   }
   if (!failure) ++m_commits;
-  m_leader_active = false;
-  m_cv.notify_all();
+  m_last_group = group.size();
+  for (request* r : group) r->cv.notify_one();  // under the mutex: `r` outlives this call
+  // Hand over to the oldest raiser that arrived meanwhile, or let the next one lead at once.
+  if (m_pending.empty()) {
+    m_leader_active = false;
+  } else {
+    m_pending.front()->lead = true;
+    m_pending.front()->cv.notify_one();
+  }
 }
 
 std::uint64_t group_commit::commits() const {

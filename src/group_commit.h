@@ -1,6 +1,7 @@
 // Group commit: concurrent raises on one queue object share one storage transaction.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -17,9 +18,11 @@ namespace eventq::detail {
 /// Leader/follower group commit over a storage's append(). A raiser enqueues its rows; if no
 /// commit is in flight it becomes the leader, takes every pending request, writes them all with
 /// one append() (one transaction, one fsync), hands each raiser its ids and wakes them. Raisers
-/// that arrive while a commit is in flight wait; when it ends, one of them leads the next group
-/// with everything that piled up meanwhile. So one thread pays one commit per raise, and N
-/// threads share a commit among up to N raises.
+/// that arrive while a commit is in flight wait; when it ends, the leader hands over to the
+/// oldest of them, which leads the next group with everything that piled up meanwhile. So one
+/// thread pays one commit per raise, and N threads share a commit among up to N raises. Each
+/// raiser sleeps on its own condition variable: a commit wakes its group and the next leader
+/// only.
 ///
 /// Guarantees: submit() returns only after the transaction holding its rows committed; each
 /// request's rows stay together and in order (a batch stays all-or-none); if append() throws,
@@ -46,7 +49,9 @@ class group_commit {
     std::vector<event_record> rows;
     std::vector<std::int64_t> ids;
     std::exception_ptr failure;
-    bool done = false;
+    bool done = false;           // committed (or failed): ids or failure are set
+    bool lead = false;           // handed leadership by the previous leader
+    std::condition_variable cv;  // its raiser sleeps here (with m_mutex)
   };
 
   // REQUIRES: m_mutex held by `lk`, m_leader_active set by the caller. Commits one group.
@@ -56,9 +61,12 @@ class group_commit {
   std::size_t m_max_group_rows;
 
   mutable std::mutex m_mutex;
-  std::condition_variable m_cv;
   std::vector<request*> m_pending;  // oldest first
   bool m_leader_active = false;
+  // How long a new leader waits for the raisers of the previous group to come back.
+  static constexpr std::chrono::microseconds k_gather_wait{100};
+  std::size_t m_last_group = 1;         // raisers in the latest group
+  std::condition_variable m_gather_cv;  // a gathering leader sleeps here
   std::uint64_t m_commits = 0;
 };
 
