@@ -158,6 +158,25 @@ inline void run_contract_suite(backend_fixture& f) {
     CHECK(ib.ids() == ids);
   }
 
+  SUBCASE("a backlog of exactly whole pages: the empty page after them is no Missed") {
+    queue a(url, test_options("a"));
+    auto ob = test_options("b");
+    ob.page_size = 10;
+    queue b(url, ob);
+    inbox ib;
+    auto sub = b.subscribe_all(ib.handler());
+    batch events;
+    for (int i = 0; i < 30; ++i) events.add(page_changed{i, "a"}, raise_mode::globally);
+    auto ids = a.raise(events);
+    CHECK(b.poll_once() == 30);  // three full pages, then an empty one
+    CHECK(b.poll_once() == 0);
+    auto next = a.raise_raw("t", {{"n", 1}}, raise_mode::globally);
+    CHECK(b.poll_once() == 1);
+    ids.push_back(next);
+    CHECK(ib.ids() == ids);
+    CHECK(b.stats().missed == 0);
+  }
+
   SUBCASE("the cursor survives a restart; start position applies to new instances only") {
     std::int64_t first = 0, second = 0;
     {

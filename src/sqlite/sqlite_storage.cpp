@@ -52,6 +52,10 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
                     "WHERE Id > ?1 ORDER BY Id LIMIT ?2) "
                     "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, seq "
                     "FROM sqlite_sequence WHERE name = 'EventQueue'");
+  // While draining a backlog (the previous page was full) the page alone: rows are expected,
+  // and the sequence is only needed when there are none.
+  m_select_page_only = std::make_unique<statement>(
+      m_reader, std::string(k_columns) + "WHERE Id > ?1 ORDER BY Id LIMIT ?2");
   m_select_seq = std::make_unique<statement>(
       m_reader, "SELECT seq FROM sqlite_sequence WHERE name = 'EventQueue'");
   m_select_min = std::make_unique<statement>(m_reader, "SELECT min(Id) FROM EventQueue");
@@ -272,47 +276,53 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::int64_t seq = 0;  // no sqlite_sequence row yet: no event was ever raised
   bool seq_seen = false;
   std::size_t scanned = 0;
-  auto& s = *m_select_page;
-  s.bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
-  while (s.step()) {
-    if (s.is_null(0)) {
-      seq = s.int64(8);
-      seq_seen = true;
-      continue;
+  // Draining, the page alone; should it be empty after all, it is read again with the sequence.
+  for (bool page_only = m_draining;; page_only = false) {
+    auto& s = page_only ? *m_select_page_only : *m_select_page;
+    s.bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
+    while (s.step()) {
+      if (s.is_null(0)) {
+        seq = s.int64(8);
+        seq_seen = true;
+        continue;
+      }
+      auto id = s.int64(0);
+      if (seq_seen || id <= last) {
+        s.reset();
+        throw error(errc::database_error,
+                    "SQLite returned the page after Id " + std::to_string(cur) +
+                        " out of order (Id " + std::to_string(id) + " after " +
+                        std::to_string(last) + "); this SQLite version is not supported");
+      }
+      ++scanned;
+      last = id;
+      if (scanned == 1 && last != cur + 1 && !out.missed) {
+        out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(last - 1) +
+                     " were deleted before this instance processed them (cleanup ran while it "
+                     "was down, or rows were deleted by hand); continuing from Id " +
+                     std::to_string(last);
+      }
+      bool local = s.int64(4) != 0;
+      bool global = s.int64(5) != 0;
+      if (!local && !global) continue;  // addressed to nobody
+      event_record r;
+      r.id = last;
+      r.type = s.text(1);
+      r.data = s.text(2);
+      r.instance = s.text(3);
+      r.mode = local && global ? raise_mode::both
+               : local         ? raise_mode::locally
+                               : raise_mode::globally;
+      r.created =
+          detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point{});
+      r.key_id = s.text(7);  // NULL reads as ""
+      r.signature = s.text(8);
+      out.events.push_back(std::move(r));
     }
-    auto id = s.int64(0);
-    if (seq_seen || id <= last) {
-      s.reset();
-      throw error(errc::database_error, "SQLite returned the page after Id " + std::to_string(cur) +
-                                            " out of order (Id " + std::to_string(id) + " after " +
-                                            std::to_string(last) +
-                                            "); this SQLite version is not supported");
-    }
-    ++scanned;
-    last = id;
-    if (scanned == 1 && last != cur + 1 && !out.missed) {
-      out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(last - 1) +
-                   " were deleted before this instance processed them (cleanup ran while it "
-                   "was down, or rows were deleted by hand); continuing from Id " +
-                   std::to_string(last);
-    }
-    bool local = s.int64(4) != 0;
-    bool global = s.int64(5) != 0;
-    if (!local && !global) continue;  // addressed to nobody
-    event_record r;
-    r.id = last;
-    r.type = s.text(1);
-    r.data = s.text(2);
-    r.instance = s.text(3);
-    r.mode = local && global ? raise_mode::both
-             : local         ? raise_mode::locally
-                             : raise_mode::globally;
-    r.created = detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point{});
-    r.key_id = s.text(7);  // NULL reads as ""
-    r.signature = s.text(8);
-    out.events.push_back(std::move(r));
+    s.reset();
+    if (scanned > 0 || !page_only) break;
   }
-  s.reset();
+  m_draining = scanned == limit;
   if (scanned == 0 && !out.missed) {
     if (cur > seq) {
       out.missed = "stored cursor " + std::to_string(cur) + " is ahead of the newest event Id " +

@@ -71,7 +71,9 @@ class sqlite_storage final : public storage {
 
   std::mutex m_read_mutex;
   connection m_reader;
-  std::unique_ptr<statement> m_select_page;
+  std::unique_ptr<statement> m_select_page;       // the page and the sequence, one snapshot
+  std::unique_ptr<statement> m_select_page_only;  // the page alone, while draining
+  bool m_draining = false;                        // the latest page was full (m_read_mutex)
   std::unique_ptr<statement> m_select_seq;
   std::unique_ptr<statement> m_select_min;
   std::unique_ptr<statement> m_get_property;
