@@ -37,6 +37,10 @@ namespace {
 
 constexpr std::chrono::milliseconds k_listen_slice{40};
 constexpr std::chrono::seconds k_listen_retry{1};
+// After a NOTIFY, the next waits this long: raises in between share it. An isolated raise is
+// announced at once; under a steady stream of raises wake-ups come at most every millisecond
+// instead of one NOTIFY transaction per raise.
+constexpr std::chrono::microseconds k_notify_gap{1000};
 
 // ---- snapshots -------------------------------------------------------------------------------
 
@@ -316,7 +320,14 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   c->set_variable("plan_cache_mode", "force_custom_plan");
   // The reader only writes cursors: one lost to a server crash means redelivery (handlers are
   // idempotent), never a lost event, so its commits need not wait for the WAL flush.
-  if (std::string_view(role) == "reader") c->set_variable("synchronous_commit", "off");
+  //
+  // The notifier only sends NOTIFY. PostgreSQL gives a NOTIFY transaction an xid and a commit
+  // record, so with synchronous_commit on every wake-up waited for a WAL flush of its own,
+  // competing with the raises' flushes. A wake-up needs no durability: listeners see it once it
+  // commits, and a server crash disconnects them anyway (they read again when they reconnect).
+  if (std::string_view(role) == "reader" || std::string_view(role) == "notifier") {
+    c->set_variable("synchronous_commit", "off");
+  }
   // Raises send NOTIFY after their commit, from the notifier thread (see append()).
   c->prepare("eventq_insert", insert_statement(m_cfg.schema, wake_up::none));
   c->prepare("eventq_insert_many",
@@ -564,15 +575,18 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
   return ids;
 }
 
-// Sends one NOTIFY per burst of raises: raises that commit while one is being sent share the
-// next. Its own connection, so a wake-up never waits behind a raise or a read.
+// Sends one NOTIFY per burst of raises: raises that commit while one is being sent, or within
+// k_notify_gap of the last one, share the next. Its own connection, so a wake-up never waits behind
+// a raise or a read.
 void postgres_storage::notifier_loop() {
   std::unique_ptr<pqxx::connection> conn;
   std::unique_lock lk(m_notify_mutex);
+  auto last_sent = std::chrono::steady_clock::time_point{};
   for (;;) {
     m_notify_cv.wait(lk, [this] { return m_notify_pending || m_notify_stop; });
     // A raise that returned just before the queue closed still gets its wake-up.
     if (!m_notify_pending) return;
+    m_notify_cv.wait_until(lk, last_sent + k_notify_gap, [this] { return m_notify_stop; });
     m_notify_pending = false;
     lk.unlock();
     bool failed = false;
@@ -580,6 +594,7 @@ void postgres_storage::notifier_loop() {
       if (!conn || !conn->is_open() || looks_closed(*conn)) conn = connect("notifier");
       pqxx::nontransaction tx(*conn);
       tx.exec_prepared("eventq_wake");
+      last_sent = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
       conn.reset();
       failed = true;
