@@ -69,6 +69,12 @@ long peak_rss_kib();
 /// Process CPU time (user + system) in seconds.
 double cpu_seconds();
 
+/// What the reference INSERTs write in the KeyId and Signature columns, so that their rows have
+/// eventq's shape (eventq computes its signature; the references only store one).
+inline constexpr const char* k_ref_key_id = "1";
+inline constexpr const char* k_ref_signature =
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 /// What a counted statement is, told by its text.
 enum class statement_kind {
   query,         ///< reading events, storing cursors: what a poll does

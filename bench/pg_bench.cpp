@@ -18,12 +18,12 @@ const char* k_created = "now()";  // reference rows: Created set by the server, 
 std::string insert_sql(int rows) {
   std::string sql =
       "INSERT INTO RefQueue (EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, "
-      "Created) VALUES ";
+      "Created, KeyId, Signature) VALUES ";
   for (int i = 0; i < rows; ++i) {
-    int b = i * 5;
-    sql += (i ? ",($" : "($") + std::to_string(b + 1) + ", $" + std::to_string(b + 2) +
-           "::json, $" + std::to_string(b + 3) + ", $" + std::to_string(b + 4) + "::boolean, $" +
-           std::to_string(b + 5) + "::boolean, " + k_created + ")";
+    int b = i * 7;
+    auto p = [&](int k) { return "$" + std::to_string(b + k); };
+    sql += std::string(i ? ",(" : "(") + p(1) + ", " + p(2) + "::json, " + p(3) + ", " + p(4) +
+           "::boolean, " + p(5) + "::boolean, " + k_created + ", " + p(6) + ", " + p(7) + ")";
   }
   return sql + " RETURNING Id";
 }
@@ -45,13 +45,15 @@ double ref_insert_rate(const std::string& url, int threads, int rows_per_tx,
   return rate(threads, d, [&](int t) {
     auto& c = *conns[static_cast<std::size_t>(t)];
     std::vector<std::string> params;
-    params.reserve(static_cast<std::size_t>(rows_per_tx) * 5);
+    params.reserve(static_cast<std::size_t>(rows_per_tx) * 7);
     for (int r = 0; r < rows_per_tx; ++r) {
       params.emplace_back("bench.item_changed");
       params.push_back(payload_text(seq++));
       params.emplace_back("ref-raiser");
       params.emplace_back("false");
       params.emplace_back("true");
+      params.emplace_back(k_ref_key_id);     // the same row shape as eventq's: a key id and a
+      params.emplace_back(k_ref_signature);  // 64-hex-digit signature (not computed here)
     }
     pqxx::nontransaction tx(c);  // one statement, autocommit: one transaction
     auto r = tx.exec_prepared("ins", pqxx::prepare::make_dynamic_params(params));

@@ -68,7 +68,8 @@ const char* k_ref_ddl =
     " InstanceName TEXT NOT NULL, RaiseLocally INTEGER NOT NULL CHECK (RaiseLocally IN (0, 1)),"
     " RaiseGlobally INTEGER NOT NULL CHECK (RaiseGlobally IN (0, 1)),"
     " Stamp INTEGER GENERATED ALWAYS AS (Id) VIRTUAL,"
-    " Created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')));"
+    " Created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),"
+    " KeyId TEXT, Signature TEXT);"
     "CREATE INDEX IF NOT EXISTS RefQueue_Created ON RefQueue (Created);";
 
 std::string created_now() {
@@ -88,12 +89,12 @@ std::string created_now() {
 std::string insert_sql(int rows) {
   std::string sql =
       "INSERT INTO RefQueue (EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, "
-      "Created) VALUES ";
-  for (int i = 0; i < rows; ++i) sql += i ? ",(?,?,?,?,?,?)" : "(?,?,?,?,?,?)";
+      "Created, KeyId, Signature) VALUES ";
+  for (int i = 0; i < rows; ++i) sql += i ? ",(?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?)";
   return sql;
 }
 
-// Binds one row at parameter offset `base` (0-based row * 6).
+// Binds one row at parameter offset `base` (0-based row * 8).
 void bind_row(sqlite3_stmt* s, int base, const std::string& data, const std::string& created) {
   sqlite3_bind_text(s, base + 1, "bench.item_changed", -1, SQLITE_STATIC);
   sqlite3_bind_text(s, base + 2, data.data(), static_cast<int>(data.size()), SQLITE_TRANSIENT);
@@ -102,6 +103,8 @@ void bind_row(sqlite3_stmt* s, int base, const std::string& data, const std::str
   sqlite3_bind_int64(s, base + 5, 1);
   sqlite3_bind_text(s, base + 6, created.data(), static_cast<int>(created.size()),
                     SQLITE_TRANSIENT);
+  sqlite3_bind_text(s, base + 7, k_ref_key_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, base + 8, k_ref_signature, -1, SQLITE_STATIC);
 }
 
 double ref_insert_rate(const std::string& path, int threads, int rows_per_tx,
@@ -116,7 +119,7 @@ double ref_insert_rate(const std::string& path, int threads, int rows_per_tx,
   return rate(threads, d, [&](int t) {
     auto* s = stmts[static_cast<std::size_t>(t)];
     std::string created = created_now();
-    for (int r = 0; r < rows_per_tx; ++r) bind_row(s, r * 6, payload_text(seq++), created);
+    for (int r = 0; r < rows_per_tx; ++r) bind_row(s, r * 8, payload_text(seq++), created);
     dbs[static_cast<std::size_t>(t)]->step_done(s);  // autocommit: one statement, one commit
     return static_cast<std::size_t>(rows_per_tx);
   });
