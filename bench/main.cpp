@@ -3,6 +3,7 @@
 //   eventq_bench [--sqlite FILE] [--pg URL] [--scale X] [--json OUT]
 //   eventq_bench latency URL on|off N     (one latency measurement alone, for profiling)
 //   eventq_bench raise URL THREADS shared|own   (3 s of raises alone, for profiling)
+//   eventq_bench batch URL N                     (3 s of N-event batch raises alone)
 //
 // --scale shrinks durations and event counts (0.05 for a quick correctness run). The program
 // also runs as its own child process for the cross-process measurements (latency, idle, memory).
@@ -85,6 +86,12 @@ int main(int argc, char** argv) {
       if (args[0] == "raise" && rest.size() == 3) {  // raise rate alone: URL threads shared|own
         auto rate = bench::eventq_raise_rate(rest[0], std::stoi(rest[1]), rest[2] == "shared",
                                              std::chrono::milliseconds(3000));
+        std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
+        return 0;
+      }
+      if (args[0] == "batch" && rest.size() == 2) {  // batch raise rate alone: URL N
+        auto rate =
+            bench::eventq_batch_rate(rest[0], std::stoi(rest[1]), std::chrono::milliseconds(3000));
         std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
         return 0;
       }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <memory>
 #include <vector>
 
@@ -20,9 +21,9 @@ namespace {
 
 void append_field(std::string& out, std::string_view field) {
   std::uint64_t n = field.size();
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<char>((n >> shift) & 0xff));
-  }
+  char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((n >> (56 - 8 * i)) & 0xff);
+  out.append(length, sizeof length);
   out.append(field);
 }
 
@@ -41,11 +42,10 @@ char flags_digit(raise_mode mode) {
 constexpr std::string_view k_hex = "0123456789abcdef";
 
 std::string to_hex(const unsigned char* p, std::size_t n) {
-  std::string out;
-  out.reserve(2 * n);
+  std::string out(2 * n, '0');
   for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(k_hex[p[i] >> 4]);
-    out.push_back(k_hex[p[i] & 15]);
+    out[2 * i] = k_hex[p[i] >> 4];
+    out[2 * i + 1] = k_hex[p[i] & 15];
   }
   return out;
 }
@@ -70,7 +70,9 @@ std::string canonical_form(const event_record& row, std::string_view key_id) {
   append_field(out, row.instance);
   const char flags = flags_digit(row.mode);
   append_field(out, std::string_view(&flags, 1));
-  append_field(out, std::to_string(ms));
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof digits, ms).ptr;
+  append_field(out, std::string_view(digits, static_cast<std::size_t>(end - digits)));
   return out;
 }
 

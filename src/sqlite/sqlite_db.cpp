@@ -116,6 +116,13 @@ statement& statement::bind(int index, std::string_view value) {
   return *this;
 }
 
+statement& statement::bind_static(int index, std::string_view value) {
+  int rc = sqlite3_bind_text64(m_stmt.get(), index, value.data(), value.size(), SQLITE_STATIC,
+                               SQLITE_UTF8);
+  if (rc != SQLITE_OK) m_conn->fail(rc, "binding a parameter");
+  return *this;
+}
+
 statement& statement::bind_null(int index) {
   int rc = sqlite3_bind_null(m_stmt.get(), index);
   if (rc != SQLITE_OK) m_conn->fail(rc, "binding a parameter");

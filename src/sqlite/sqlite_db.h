@@ -59,6 +59,9 @@ class statement {
   statement& bind(int index, std::int64_t value);
   statement& bind(int index, std::string_view value);
   statement& bind_null(int index);
+  /// Binds text without copying it: `value` must stay valid until the statement is reset
+  /// (run() and a failed step() reset it).
+  statement& bind_static(int index, std::string_view value);
 
   /// Steps once: true if a row is available.
   bool step();

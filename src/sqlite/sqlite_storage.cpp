@@ -122,13 +122,14 @@ void sqlite_storage::migrate() {
 }
 
 namespace {
-// Binds one row's 8 parameters from `base` + 1. `created` is the row's formatted time.
+// Binds one row's 8 parameters from `base` + 1, without copying: `e` and `created` outlive
+// the statement's run(). `created` is the row's formatted time.
 void bind_row(statement& s, int base, const event_record& e, const std::string& created) {
   bool local = e.mode != raise_mode::globally;
   bool global = e.mode != raise_mode::locally;
-  s.bind(base + 1, e.type)
-      .bind(base + 2, e.data)
-      .bind(base + 3, e.instance)
+  s.bind_static(base + 1, e.type)
+      .bind_static(base + 2, e.data)
+      .bind_static(base + 3, e.instance)
       .bind(base + 4, std::int64_t{local})
       .bind(base + 5, std::int64_t{global})
       .bind(base + 6, created);
@@ -136,12 +137,12 @@ void bind_row(statement& s, int base, const event_record& e, const std::string& 
   if (e.key_id.empty()) {
     s.bind_null(base + 7);
   } else {
-    s.bind(base + 7, e.key_id);
+    s.bind_static(base + 7, e.key_id);
   }
   if (e.signature.empty()) {
     s.bind_null(base + 8);
   } else {
-    s.bind(base + 8, e.signature);
+    s.bind_static(base + 8, e.signature);
   }
 }
 }  // namespace
