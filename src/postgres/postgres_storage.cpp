@@ -21,6 +21,7 @@
 
 #include <charconv>
 #include <limits>
+#include <optional>
 #include <pqxx/pqxx>
 #include <thread>
 #include <vector>
@@ -211,6 +212,25 @@ std::string text_array(std::span<const event_record> rows, F field, bool empty_i
   return out;
 }
 
+// The fields of all rows joined by the unit separator (U+001F), which eventq's fields never
+// hold: payloads are JSON written by nlohmann::json (control characters escaped), names and key
+// ids are checked for control characters, the rest is digits and hex. The server splits it with
+// string_to_array, much cheaper than parsing an array literal of escaped JSON. nullopt when a
+// field holds the separator after all (the caller then sends array literals).
+constexpr char k_unit_separator = '\x1f';
+template <class F>
+std::optional<std::string> joined(std::span<const event_record> rows, F field) {
+  std::string out;
+  out.reserve(rows.size() * 24);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::string_view v = field(rows[i]);
+    if (v.find(k_unit_separator) != std::string_view::npos) return std::nullopt;
+    if (i) out += k_unit_separator;
+    out.append(v);
+  }
+  return out;
+}
+
 // True when the server has closed (or written to) an idle connection: it was restarted or
 // terminated us. Checked before a write so that a statement is never sent on a dead connection,
 // which would leave its outcome in doubt.
@@ -336,6 +356,15 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              "SELECT t, d::json, i, l, g, c, k, s FROM unnest($1::text[], $2::text[], "
              "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
              "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
+  c->prepare("eventq_insert_joined",
+             "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+             "RaiseGlobally, Created, KeyId, Signature) "
+             "SELECT t, d::json, i, l::boolean, g::boolean, c::timestamptz, k, s FROM unnest("
+             "string_to_array($1, E'\\x1f', ''), string_to_array($2, E'\\x1f', ''), "
+             "string_to_array($3, E'\\x1f', ''), string_to_array($4, E'\\x1f', ''), "
+             "string_to_array($5, E'\\x1f', ''), string_to_array($6, E'\\x1f', ''), "
+             "string_to_array($7, E'\\x1f', ''), string_to_array($8, E'\\x1f', '')) "
+             "WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
   c->prepare("eventq_wake", "SELECT pg_notify('" + channel_of(m_cfg.schema) + "', '')");
   // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot
   // and EQDeletedStamp, then the page. $2 is the target snapshot when paging through a backlog,
@@ -481,6 +510,40 @@ auto postgres_storage::on_reader(const char* what, F&& f) {
 // lets concurrent raisers on other connections share the WAL flush. The NOTIFY is sent after
 // the commit by the notifier thread: inside the transaction it would take PostgreSQL's
 // database-wide notify lock until the commit is flushed, serialising every raising connection.
+// Several rows in one statement, their fields joined (see joined()); nullopt when a field
+// holds the separator. Empty key ids and signatures become NULL (unsigned rows).
+std::optional<std::vector<std::int64_t>> postgres_storage::insert_joined(
+    pqxx::transaction_base& tx, std::span<const event_record> events) {
+  std::string created;  // the rows of one raise share their time: format it once
+  std::chrono::system_clock::time_point created_for{};
+  auto created_of = [&](const event_record& e) -> std::string_view {
+    if (created.empty() || e.created != created_for) {
+      created = created_text(e.created);
+      created_for = e.created;
+    }
+    return created;
+  };
+  auto type = joined(events, [](auto& e) { return std::string_view(e.type); });
+  auto data = joined(events, [](auto& e) { return std::string_view(e.data); });
+  auto inst = joined(events, [](auto& e) { return std::string_view(e.instance); });
+  auto local = joined(
+      events, [](auto& e) { return std::string_view(e.mode != raise_mode::globally ? "t" : "f"); });
+  auto global = joined(
+      events, [](auto& e) { return std::string_view(e.mode != raise_mode::locally ? "t" : "f"); });
+  auto when = joined(events, created_of);
+  auto key = joined(events, [](auto& e) { return std::string_view(e.key_id); });
+  auto sig = joined(events, [](auto& e) { return std::string_view(e.signature); });
+  if (!type || !data || !inst || !local || !global || !when || !key || !sig) return std::nullopt;
+  auto r = tx.exec_prepared("eventq_insert_joined", *type, *data, *inst, *local, *global, *when,
+                            *key, *sig);
+  std::vector<std::int64_t> ids;
+  ids.reserve(r.size());
+  for (const auto& row : r) ids.push_back(row[0].as<std::int64_t>());
+  // Ids are drawn in input order (ORDER BY n), so ascending order is input order.
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 std::vector<std::int64_t> postgres_storage::append(std::span<const event_record> events) {
   std::vector<std::int64_t> ids;
   ids.reserve(events.size());
@@ -507,6 +570,8 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
                                std::string(e.mode != raise_mode::locally ? "true" : "false"),
                                created_text(e.created), nullable(e.key_id), nullable(e.signature));
           ids.push_back(r.at(0).at(0).as<std::int64_t>());
+        } else if (auto sep = insert_joined(tx, events)) {
+          ids = std::move(*sep);
         } else {
           auto r = tx.exec_prepared(
               "eventq_insert_many",

@@ -5,11 +5,14 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <pqxx/connection>
 #include <pqxx/except>
 #include <pqxx/transaction_base>
+#include <span>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "eventq/options.h"
 #include "eventq/storage.h"
@@ -83,6 +86,10 @@ class postgres_storage final : public storage {
   std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
 
  private:
+  // Writes several rows with one statement whose fields are joined by a separator; nullopt
+  // when a field holds it.
+  std::optional<std::vector<std::int64_t>> insert_joined(pqxx::transaction_base& tx,
+                                                         std::span<const event_record> events);
   class listener;
   std::unique_ptr<pqxx::connection> connect(const char* role);
   void migrate(pqxx::connection& c);
