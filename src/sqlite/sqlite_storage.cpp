@@ -40,11 +40,12 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
   const std::string insert =
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
       "RaiseGlobally, Created, KeyId, Signature) VALUES ";
-  std::string rows;
-  for (std::size_t i = 0; i < k_insert_chunk; ++i)
-    rows += i ? ",(?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?)";
   m_insert = std::make_unique<statement>(m_writer, insert + "(?,?,?,?,?,?,?,?)");
-  m_insert_chunk = std::make_unique<statement>(m_writer, insert + rows);
+  for (std::size_t size : {std::size_t{32}, std::size_t{8}}) {
+    std::string rows;
+    for (std::size_t i = 0; i < size; ++i) rows += i ? ",(?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?)";
+    m_insert_chunks.emplace_back(size, std::make_unique<statement>(m_writer, insert + rows));
+  }
   // One statement, so one snapshot and one query per poll: the page, then a last row that
   // carries only the sequence (the newest Id ever given), which tells deleted rows from no rows.
   m_select_page = std::make_unique<statement>(
@@ -171,22 +172,24 @@ std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> e
     } else {
       write_transaction tx(m_writer);
       std::size_t i = 0;
-      // Full chunks through one multi-row INSERT: one statement per k_insert_chunk rows. The
-      // rows of one statement get consecutive Ids (AUTOINCREMENT, under the write lock).
-      for (; i + k_insert_chunk <= events.size(); i += k_insert_chunk) {
-        for (std::size_t r = 0; r < k_insert_chunk; ++r) {
-          bind_row(*m_insert_chunk, static_cast<int>(8 * r), events[i + r],
-                   created_text(events[i + r]));
-        }
-        m_insert_chunk->run();
-        if (m_writer.changes() != k_insert_chunk) {
-          throw error(errc::database_error,
-                      "SQLite database '" + m_path + "': a " + std::to_string(k_insert_chunk) +
-                          "-row INSERT wrote " + std::to_string(m_writer.changes()) + " rows");
-        }
-        std::int64_t last = sqlite3_last_insert_rowid(m_writer.get());
-        for (std::size_t r = 0; r < k_insert_chunk; ++r) {
-          ids.push_back(last - static_cast<std::int64_t>(k_insert_chunk - 1 - r));
+      // Whole chunks through multi-row INSERTs (32 rows, then 8: a group commit of eight
+      // raisers is one statement). The rows of one statement get consecutive Ids
+      // (AUTOINCREMENT, under the write lock), checked by the row count.
+      for (auto& [size, stmt] : m_insert_chunks) {
+        for (; i + size <= events.size(); i += size) {
+          for (std::size_t r = 0; r < size; ++r) {
+            bind_row(*stmt, static_cast<int>(8 * r), events[i + r], created_text(events[i + r]));
+          }
+          stmt->run();
+          if (m_writer.changes() != size) {
+            throw error(errc::database_error, "SQLite database '" + m_path + "': a " +
+                                                  std::to_string(size) + "-row INSERT wrote " +
+                                                  std::to_string(m_writer.changes()) + " rows");
+          }
+          std::int64_t last = sqlite3_last_insert_rowid(m_writer.get());
+          for (std::size_t r = 0; r < size; ++r) {
+            ids.push_back(last - static_cast<std::int64_t>(size - 1 - r));
+          }
         }
       }
       for (; i < events.size(); ++i) {

@@ -5,6 +5,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "eventq/options.h"
 #include "eventq/storage.h"
@@ -64,10 +66,9 @@ class sqlite_storage final : public storage {
 
   std::mutex m_write_mutex;
   connection m_writer;
-  // Rows per multi-row INSERT in batch raises (8 parameters each, well under SQLite's limit).
-  static constexpr std::size_t k_insert_chunk = 32;
-  std::unique_ptr<statement> m_insert;        // one row
-  std::unique_ptr<statement> m_insert_chunk;  // k_insert_chunk rows
+  std::unique_ptr<statement> m_insert;  // one row
+  // Multi-row INSERTs for batches and groups, largest first: (rows, statement).
+  std::vector<std::pair<std::size_t, std::unique_ptr<statement>>> m_insert_chunks;
 
   std::mutex m_read_mutex;
   connection m_reader;
