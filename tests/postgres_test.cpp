@@ -580,8 +580,8 @@ TEST_CASE("batch append: fields stay in their rows, unsigned rows store NULL, an
   auto now = std::chrono::system_clock::now();
   auto row = [&](std::string type, std::string data, std::string key, std::string sig,
                  raise_mode mode) {
-    return eventq::event_record{0, std::move(type), std::move(data), "s", mode, now,
-                                std::move(key), std::move(sig)};
+    return eventq::event_record{0,   std::move(type), std::move(data), "s", mode,
+                                now, std::move(key),  std::move(sig)};
   };
   auto check_rows = [&](const std::vector<eventq::event_record>& rows) {
     auto ids = store->append(rows);
