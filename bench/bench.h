@@ -51,6 +51,15 @@ struct result {
 };
 nlohmann::json to_json(const result& r);
 
+/// The raise lines both backends share: raise 1/tx with 1 and 4 threads (one queue each) beside
+/// `reference(threads, 1)`, batch raise 100/tx and 1,000/tx beside `reference(1, n)`, and 8
+/// threads on one queue beside the 1-thread figure. `raise_ratio` is the single-raise target
+/// (0.9 on PostgreSQL, 0.8 on SQLite); batches must reach 0.8, the shared queue 5x.
+std::vector<result> raise_lines(
+    const std::string& url, double raise_ratio,
+    const std::function<double(int threads, int rows_per_tx)>& reference,
+    std::chrono::milliseconds duration);
+
 /// Runs `body(i)` on `threads` threads for `duration` (after 10% warm-up) and returns operations
 /// per second, counting what `body` returns (events done per call).
 double rate(int threads, std::chrono::milliseconds duration,

@@ -130,6 +130,60 @@ item_changed make_event(std::int64_t seq) {
 
 std::string payload_text(std::int64_t seq) { return nlohmann::json(make_event(seq)).dump(); }
 
+std::vector<result> raise_lines(
+    const std::string& url, double raise_ratio,
+    const std::function<double(int threads, int rows_per_tx)>& reference,
+    std::chrono::milliseconds d) {
+  std::vector<result> out;
+  auto ratio_target = [](double x) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, ">= %.1fx", x);
+    return std::string(buf);
+  };
+  double one = 0;
+  for (int threads : {1, 4}) {
+    double e = eventq_raise_rate(url, threads, false, d);
+    double ref = reference(threads, 1);
+    if (threads == 1) one = e;
+    out.push_back({"",
+                   "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each",
+                   "events/s",
+                   e,
+                   ref,
+                   "prepared INSERT, autocommit",
+                   true,
+                   ratio_target(raise_ratio),
+                   e >= raise_ratio * ref,
+                   {}});
+  }
+  for (int n : {100, 1000}) {
+    double e = eventq_batch_rate(url, n, d);
+    double ref = reference(1, n);
+    out.push_back({"",
+                   "batch raise " + std::to_string(n) + "/tx",
+                   "events/s",
+                   e,
+                   ref,
+                   "multi-row INSERT",
+                   true,
+                   ratio_target(0.8),
+                   e >= 0.8 * ref,
+                   {}});
+  }
+  double e = eventq_raise_rate(url, 8, true, d);
+  out.push_back({"",
+                 "raise 1/tx, 8 threads, one shared queue",
+                 "events/s",
+                 e,
+                 one,
+                 "eventq 1 thread (above)",
+                 true,
+                 ">= 5x",
+                 e >= 5 * one,
+                 {}});
+  return out;
+}
+
 nlohmann::json to_json(const result& r) {
   nlohmann::json j{{"backend", r.backend},
                    {"measure", r.measure},

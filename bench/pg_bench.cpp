@@ -166,49 +166,8 @@ std::vector<result> run_postgres(const settings& s) {
     out.push_back(std::move(r));
   };
 
-  double one = 0;
-  for (int threads : {1, 4}) {
-    double e = eventq_raise_rate(url, threads, false, d);
-    double ref = ref_insert_rate(url, threads, 1, d);
-    if (threads == 1) one = e;
-    add({"",
-         "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each",
-         "events/s",
-         e,
-         ref,
-         "prepared INSERT, autocommit",
-         true,
-         ">= 0.9x",
-         e >= 0.9 * ref,
-         {}});
-  }
-  for (int n : {100, 1000}) {
-    double e = eventq_batch_rate(url, n, d);
-    double ref = ref_insert_rate(url, 1, n, d);
-    add({"",
-         "batch raise " + std::to_string(n) + "/tx",
-         "events/s",
-         e,
-         ref,
-         "multi-row INSERT",
-         true,
-         ">= 0.8x",
-         e >= 0.8 * ref,
-         {}});
-  }
-  {
-    double e = eventq_raise_rate(url, 8, true, d);
-    add({"",
-         "raise 1/tx, 8 threads, one shared queue",
-         "events/s",
-         e,
-         one,
-         "eventq 1 thread (above)",
-         true,
-         ">= 5x",
-         e >= 5 * one,
-         {}});
-  }
+  auto reference = [&](int threads, int rows) { return ref_insert_rate(url, threads, rows, d); };
+  for (auto& r : raise_lines(url, 0.9, reference, d)) add(std::move(r));
 
   // Drain. PgQ: queue and consumers registered before the fill, like eventq's instances.
   auto drain_n = static_cast<std::int64_t>(200000 * s.scale);
@@ -222,29 +181,16 @@ std::vector<result> run_postgres(const settings& s) {
   }
   fill_eventq(url, drain_n, 0);
   fill_pgq(url, drain_n);
-  {
-    double e = eventq_drain_rate(url, solo, expected);
-    double ref = pgq_drain_rate(url, solo, expected);
+  for (const auto* group : {&solo, &four}) {
+    bool one = group->size() == 1;
+    double e = eventq_drain_rate(url, *group, expected);
+    double ref = pgq_drain_rate(url, *group, expected);
     add({"",
-         "drain 200k, 1 instance",
+         one ? "drain 200k, 1 instance" : "drain 200k, 4 instances at once (total)",
          "events/s",
          e,
          ref,
-         "PgQ consumer, batches of 500",
-         true,
-         ">= 1.0x",
-         e >= ref,
-         {}});
-  }
-  {
-    double e = eventq_drain_rate(url, four, expected);
-    double ref = pgq_drain_rate(url, four, expected);
-    add({"",
-         "drain 200k, 4 instances at once (total)",
-         "events/s",
-         e,
-         ref,
-         "PgQ, 4 consumers at once",
+         one ? "PgQ consumer, batches of 500" : "PgQ, 4 consumers at once",
          true,
          ">= 1.0x",
          e >= ref,

@@ -210,49 +210,8 @@ std::vector<result> run_sqlite(const settings& s) {
     out.push_back(std::move(r));
   };
 
-  double one = 0;
-  for (int threads : {1, 4}) {
-    double e = eventq_raise_rate(url, threads, false, d);
-    double ref = ref_insert_rate(path, threads, 1, d);
-    if (threads == 1) one = e;
-    add({"",
-         "raise 1/tx, " + std::to_string(threads) + " thread(s), 1 queue each",
-         "events/s",
-         e,
-         ref,
-         "prepared INSERT, autocommit",
-         true,
-         ">= 0.8x",
-         e >= 0.8 * ref,
-         {}});
-  }
-  for (int n : {100, 1000}) {
-    double e = eventq_batch_rate(url, n, d);
-    double ref = ref_insert_rate(path, 1, n, d);
-    add({"",
-         "batch raise " + std::to_string(n) + "/tx",
-         "events/s",
-         e,
-         ref,
-         "multi-row INSERT",
-         true,
-         ">= 0.8x",
-         e >= 0.8 * ref,
-         {}});
-  }
-  {
-    double e = eventq_raise_rate(url, 8, true, d);
-    add({"",
-         "raise 1/tx, 8 threads, one shared queue",
-         "events/s",
-         e,
-         one,
-         "eventq 1 thread (above)",
-         true,
-         ">= 5x",
-         e >= 5 * one,
-         {}});
-  }
+  auto reference = [&](int threads, int rows) { return ref_insert_rate(path, threads, rows, d); };
+  for (auto& r : raise_lines(url, 0.8, reference, d)) add(std::move(r));
 
   // Drain: instances registered first, so everything filled afterwards is theirs to deliver.
   auto drain_n = static_cast<std::int64_t>(200000 * s.scale);
@@ -263,29 +222,16 @@ std::vector<result> run_sqlite(const settings& s) {
   std::int64_t before = max_id(path);
   fill(path, drain_n, 0);
   auto expected = static_cast<std::size_t>(drain_n);
-  {
-    double e = eventq_drain_rate(url, solo, expected);
-    double ref = ref_drain_rate(path, 1, before, expected);
+  for (const auto* group : {&solo, &four}) {
+    bool one = group->size() == 1;
+    double e = eventq_drain_rate(url, *group, expected);
+    double ref = ref_drain_rate(path, static_cast<int>(group->size()), before, expected);
     add({"",
-         "drain 200k, 1 instance",
+         one ? "drain 200k, 1 instance" : "drain 200k, 4 instances at once (total)",
          "events/s",
          e,
          ref,
-         "SELECT WHERE Id > ? LIMIT 500",
-         true,
-         ">= 300000/s",
-         e >= 300000,
-         {}});
-  }
-  {
-    double e = eventq_drain_rate(url, four, expected);
-    double ref = ref_drain_rate(path, 4, before, expected);
-    add({"",
-         "drain 200k, 4 instances at once (total)",
-         "events/s",
-         e,
-         ref,
-         "SELECT WHERE Id > ? LIMIT 500, 4 readers",
+         one ? "SELECT WHERE Id > ? LIMIT 500" : "SELECT WHERE Id > ? LIMIT 500, 4 readers",
          true,
          ">= 300000/s",
          e >= 300000,
