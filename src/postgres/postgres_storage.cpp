@@ -353,35 +353,47 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   }
   // Raises send NOTIFY after their commit, from the notifier thread (see append()).
   c->prepare("eventq_insert", insert_statement(m_cfg.schema, wake_up::none));
+  const std::string insert_rows =
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, Created, KeyId, Signature) ";
   c->prepare("eventq_insert_many",
-             "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
-             "RaiseGlobally, Created, KeyId, Signature) "
-             "SELECT t, d::json, i, l, g, c, k, s FROM unnest($1::text[], $2::text[], "
-             "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
-             "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
+             insert_rows +
+                 "SELECT t, d::json, i, l, g, c, k, s FROM unnest($1::text[], $2::text[], "
+                 "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
+                 "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n "
+                 "RETURNING Id");
   c->prepare("eventq_insert_joined",
-             "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
-             "RaiseGlobally, Created, KeyId, Signature) "
-             "SELECT t, d::json, i, l::boolean, g::boolean, c::timestamptz, k, s FROM unnest("
-             "string_to_array($1, E'\\x1f', ''), string_to_array($2, E'\\x1f', ''), "
-             "string_to_array($3, E'\\x1f', ''), string_to_array($4, E'\\x1f', ''), "
-             "string_to_array($5, E'\\x1f', ''), string_to_array($6, E'\\x1f', ''), "
-             "string_to_array($7, E'\\x1f', ''), string_to_array($8, E'\\x1f', '')) "
-             "WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
-  // While paging through a backlog: the page alone, in eventq_read's columns (no EQDeletedStamp:
-  // that check is for the first page). No LATERAL join and no second sort of a full page.
-  c->prepare("eventq_page",
-             "SELECT (SELECT pg_current_snapshot()::text), NULL::text, Id, EventType, "
-             "InstanceData::text, InstanceName, RaiseLocally, RaiseGlobally, "
-             "(extract(epoch FROM Created) * 1000000)::bigint, Stamp::text AS StampText, KeyId, "
-             "Signature FROM EventQueue "
-             "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
-             "AND Stamp < pg_snapshot_xmax($2::pg_snapshot) "
-             "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
-             "AND pg_visible_in_snapshot(Stamp, $2::pg_snapshot) "
-             "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
-             "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5");
+             insert_rows +
+                 "SELECT t, d::json, i, l::boolean, g::boolean, c::timestamptz, k, s FROM unnest("
+                 "string_to_array($1, E'\\x1f', ''), string_to_array($2, E'\\x1f', ''), "
+                 "string_to_array($3, E'\\x1f', ''), string_to_array($4, E'\\x1f', ''), "
+                 "string_to_array($5, E'\\x1f', ''), string_to_array($6, E'\\x1f', ''), "
+                 "string_to_array($7, E'\\x1f', ''), string_to_array($8, E'\\x1f', '')) "
+                 "WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
   c->prepare("eventq_wake", "SELECT pg_notify('" + channel_of(m_cfg.schema) + "', '')");
+  // A page: the events after the cursor ($1: its snapshot; ($3, $4): the last row read when
+  // paging) that are visible in `target`, in transaction order. The ORDER BY is qualified: a
+  // bare "Stamp" could name a text output column, and text order ("1000" < "999") would make
+  // paging skip and repeat rows.
+  const std::string page_columns =
+      "Id, EventType, InstanceData::text AS InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint AS CreatedUs, "
+      "Stamp::text AS StampText, KeyId, Signature";
+  auto page_of = [](const std::string& target) {
+    return "FROM EventQueue WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
+           "AND Stamp < pg_snapshot_xmax(" +
+           target +
+           ") AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
+           "AND pg_visible_in_snapshot(Stamp, " +
+           target +
+           ") AND (Stamp, Id) > ($3::xid8, $4::bigint) "
+           "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5";
+  };
+  // While paging through a backlog ($2: the target snapshot): the page alone, in eventq_read's
+  // columns (no EQDeletedStamp: that check is for the first page). No LATERAL join and no
+  // second sort of a full page.
+  c->prepare("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), NULL::text, " +
+                                page_columns + " " + page_of("$2::pg_snapshot"));
   // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot
   // and EQDeletedStamp, then the page. $2 is the target snapshot when paging through a backlog,
   // '' to read up to the statement's own snapshot: every row visible in it is visible to the
@@ -392,22 +404,10 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
              "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp') AS deleted) "
              "SELECT head.now::text, head.deleted, e.Id, e.EventType, e.InstanceData, "
              "e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, e.StampText, e.KeyId, "
-             "e.Signature "
-             "FROM head LEFT JOIN LATERAL ("
-             "SELECT Id, EventType, InstanceData::text AS InstanceData, InstanceName, "
-             "RaiseLocally, RaiseGlobally, "
-             "(extract(epoch FROM Created) * 1000000)::bigint AS CreatedUs, "
-             "Stamp::text AS StampText, KeyId, Signature, Stamp AS StampOrder "
-             "FROM EventQueue "
-             "WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
-             "AND Stamp < pg_snapshot_xmax(coalesce(NULLIF($2, '')::pg_snapshot, head.now)) "
-             "AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
-             "AND pg_visible_in_snapshot(Stamp, coalesce(NULLIF($2, '')::pg_snapshot, head.now)) "
-             "AND (Stamp, Id) > ($3::xid8, $4::bigint) "
-             // Qualified: a bare "Stamp" could name a text column, and text order
-             // ("1000" < "999") would make paging skip and repeat rows.
-             "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5) e ON true "
-             "ORDER BY e.StampOrder, e.Id");
+             "e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
+                 page_columns + ", Stamp AS StampOrder " +
+                 page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)") +
+                 ") e ON true ORDER BY e.StampOrder, e.Id");
   c->prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
   c->prepare("eventq_insert_property",
              "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
