@@ -188,21 +188,8 @@ TEST_CASE("key rotation: the old key is accepted inside its window and refused a
 TEST_CASE("without a given secret, one is created in the database once and shared") {
   temp_dir dir;
   auto url = "sqlite:" + dir.file("e.db");
-  std::vector<std::thread> threads;
-  std::atomic<int> failures{0};
-  for (int i = 0; i < 8; ++i) {
-    threads.emplace_back([&, i] {
-      try {
-        queue q(url, test_options("i" + std::to_string(i)));
-        q.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
-      } catch (const std::exception& e) {
-        ++failures;
-        MESSAGE(std::string(e.what()));
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  CHECK(failures == 0);
+  auto failures = open_and_raise_at_once(url, 8);
+  CHECK_MESSAGE(failures.empty(), failures);
   auto secret =
       sqlite_text(dir.file("e.db"), "SELECT Value FROM Properties WHERE Key = 'EQSecret'");
   CHECK(secret.size() == 64);

@@ -80,21 +80,8 @@ TEST_CASE("many instances opening a fresh file at once migrate it exactly once")
     CAPTURE(round);
     temp_dir dir;
     auto url = "sqlite:" + dir.file("e.db");
-    std::vector<std::thread> threads;
-    std::atomic<int> failures{0};
-    for (int i = 0; i < 10; ++i) {
-      threads.emplace_back([&, i] {
-        try {
-          queue q(url, test_options("i" + std::to_string(i)));
-          q.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
-        } catch (const std::exception& e) {
-          ++failures;
-          MESSAGE(std::string(e.what()));
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    REQUIRE(failures == 0);
+    auto failures = open_and_raise_at_once(url, 10);
+    REQUIRE_MESSAGE(failures.empty(), failures);
     CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueueSchema") == 3);
     CHECK(sqlite_int(dir.file("e.db"),
                      "SELECT count(*) FROM Properties WHERE Key LIKE "

@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 namespace eventq::test {
 
@@ -147,6 +149,25 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string open_and_raise_at_once(const std::string& url, int n) {
+  std::mutex m;
+  std::string failures;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        queue q(url, test_options("i" + std::to_string(i)));
+        q.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+      } catch (const std::exception& e) {
+        std::lock_guard lk(m);
+        failures += std::string(e.what()) + "\n";
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return failures;
 }
 
 }  // namespace eventq::test

@@ -74,4 +74,9 @@ std::string peer_program();
 /// Reads a whole file ("" if missing).
 std::string read_file(const std::string& path);
 
+/// Opens `n` queues on `url` at once, one thread each (instances "i0".."i<n-1>"), and raises one
+/// event from each: the race of first opens on a new database. Returns the failures' texts, one
+/// per line; empty when every thread succeeded.
+std::string open_and_raise_at_once(const std::string& url, int n);
+
 }  // namespace eventq::test
