@@ -122,6 +122,10 @@ struct settings {
 
 std::vector<result> run_sqlite(const settings& s);
 std::vector<result> run_postgres(const settings& s);
+/// The PostgreSQL reference alone (bench's `ref-raise`): `threads` connections, each inserting
+/// `rows_per_tx` rows per autocommit INSERT into RefQueue (created like EventQueue if missing).
+double postgres_reference_rate(const std::string& url, int threads, int rows_per_tx,
+                               std::chrono::milliseconds d);
 
 /// Measurements shared by both backends (eventq side), in eventq_side.cpp.
 eventq::options bench_options(const std::string& instance);

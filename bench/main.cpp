@@ -89,6 +89,12 @@ int main(int argc, char** argv) {
         std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
         return 0;
       }
+      if (args[0] == "ref-raise" && rest.size() == 3) {  // PostgreSQL reference: URL threads rows
+        auto rate = bench::postgres_reference_rate(rest[0], std::stoi(rest[1]), std::stoi(rest[2]),
+                                                   std::chrono::milliseconds(3000));
+        std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
+        return 0;
+      }
       if (args[0] == "batch" && rest.size() == 2) {  // batch raise rate alone: URL N
         auto rate =
             bench::eventq_batch_rate(rest[0], std::stoi(rest[1]), std::chrono::milliseconds(3000));

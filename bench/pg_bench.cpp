@@ -151,6 +151,13 @@ void exec(const std::string& url, const std::string& sql) {
 
 }  // namespace
 
+double postgres_reference_rate(const std::string& url, int threads, int rows_per_tx,
+                               std::chrono::milliseconds d) {
+  { eventq::queue init(url, bench_options("init")); }  // EventQueue, for the row shape
+  exec(url, "CREATE TABLE IF NOT EXISTS RefQueue (LIKE EventQueue INCLUDING ALL)");
+  return ref_insert_rate(url, threads, rows_per_tx, d);
+}
+
 std::vector<result> run_postgres(const settings& s) {
   const std::string& url = s.pg_url;
   exec(url,

@@ -258,6 +258,42 @@ TEST_CASE("NOTIFY wakes another process well within the poll interval") {
   CHECK(max < 1000000);
 }
 
+TEST_CASE("only a polling queue listens: a raise-only queue holds no LISTEN connection") {
+  // Every NOTIFY signals every listening backend, and notifications nobody reads stay in the
+  // server's NOTIFY queue: a queue that only raises must not LISTEN.
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  std::string channel = "eventq_" + schema;
+  std::transform(channel.begin(), channel.end(), channel.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  auto listeners = [&] {
+    return std::stoi(pg::text(schema,
+                              "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' "
+                              "AND query LIKE '%" +
+                                  channel + "%'"));
+  };
+  eventq::queue raiser(url, test_options("r"));
+  for (int i = 0; i < 20; ++i) raiser.raise_raw("ping", {{"i", i}}, raise_mode::globally);
+  std::this_thread::sleep_for(200ms);  // the wake-ups went out
+  CHECK(listeners() == 0);
+
+  auto slow = test_options("p");
+  slow.poll_interval = 5s;
+  eventq::queue poller(url, slow);
+  inbox got;
+  auto sub = poller.subscribe_raw("ping", got.handler());
+  poller.start();
+  REQUIRE(eventq::test::wait_until([&] { return listeners() == 1; }, 10s));
+  std::this_thread::sleep_for(300ms);  // its first poll is done: it waits now
+  // Woken by the NOTIFY, not found by the next poll (5 s away).
+  auto t0 = std::chrono::steady_clock::now();
+  raiser.raise_raw("ping", {{"i", 20}}, raise_mode::globally);
+  REQUIRE(eventq::test::wait_until([&] { return got.size() == 1; }, 10s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 2500ms);
+  std::lock_guard lk(got.mutex);
+  CHECK(got.payloads.front()["i"] == 20);
+}
+
 TEST_CASE("ten processes opening a fresh schema at once migrate it exactly once") {
   auto schema = pg::fresh_schema();
   auto url = pg::url_with_schema(schema);

@@ -304,11 +304,10 @@ postgres_storage::postgres_storage(config cfg, const options& opts)
     auto c = connect("opening the queue");
     migrate(*c);
     m_writer = std::move(c);
-    if (m_cfg.notify) {
-      m_listen_conn = connect("listening");
-      m_listener = std::make_unique<listener>(*m_listen_conn, channel_of(m_cfg.schema), m_notified);
-      m_notifier = std::thread([this] { notifier_loop(); });
-    }
+    // The LISTEN connection opens at the first wait_for_change(), i.e. when a poller runs: a
+    // queue that only raises must not listen, or every NOTIFY of every raiser would signal
+    // its backend, and the notifications nobody reads would hold the server's NOTIFY queue.
+    if (m_cfg.notify) m_notifier = std::thread([this] { notifier_loop(); });
   } catch (...) {
     rethrow_as_error(m_cfg, "opening the queue");
   }
@@ -640,18 +639,24 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
       }
     }
   }
+  // Wake this process's poller: through its condition variable, or, while it sleeps in poll()
+  // on the listener's socket, through m_wake (a write() per raise only when it is there).
+  bool poller_in_poll = false;
   {
     std::lock_guard w(m_wait_mutex);
     m_changed = true;
+    poller_in_poll = m_in_wait;
   }
   m_wait_cv.notify_all();
-  m_wake.signal();
+  if (poller_in_poll) m_wake.signal();
   if (m_cfg.notify) {
+    bool was_pending = false;
     {
       std::lock_guard n(m_notify_mutex);
-      m_notify_pending = true;
+      was_pending = std::exchange(m_notify_pending, true);
     }
-    m_notify_cv.notify_one();
+    // Already pending: the notifier is awake or waiting out k_notify_gap, and sends it then.
+    if (!was_pending) m_notify_cv.notify_one();
   }
   return ids;
 }
@@ -844,7 +849,6 @@ bool postgres_storage::ensure_listener() {
   if (m_listener && m_listen_conn && m_listen_conn->is_open()) return true;
   auto now = std::chrono::steady_clock::now();
   if (now < m_next_listen_attempt) return false;
-  bool reconnect = m_listen_conn != nullptr;
   m_listener.reset();
   m_listen_conn.reset();
   try {
@@ -858,8 +862,9 @@ bool postgres_storage::ensure_listener() {
                                 "' (polling goes on; retrying in 1 s): " + e.what());
     return false;
   }
-  // Notifications sent while it was down are lost: report a change so the caller reads.
-  if (reconnect) m_notified = true;
+  // Notifications sent before it listened (or while it was down) never arrive: report a
+  // change so the caller reads once more.
+  m_notified = true;
   return true;
 }
 
@@ -883,22 +888,26 @@ bool postgres_storage::wait_for_change(std::chrono::milliseconds timeout) {
       m_wait_cv.wait_until(lk, deadline, [this] { return m_changed || m_interrupted; });
       continue;
     }
+    m_in_wait = true;  // until it is reset, a raise of this process signals m_wake (append())
     lk.unlock();
-    if (!ensure_listener()) {
-      lk.lock();
+    const bool listening = ensure_listener();
+    if (listening && !m_notified) {  // a new listener reports a change: read first
+      try {
+        wait_for_notification(left);
+      } catch (const std::exception& e) {
+        log(log_level::warning, "NOTIFY listener connection to '" + m_cfg.display +
+                                    "' failed (polling goes on; reconnecting): " + e.what());
+        m_listener.reset();
+        m_listen_conn.reset();
+        m_next_listen_attempt = std::chrono::steady_clock::now() + k_listen_retry;
+        m_notified = true;  // what was sent meanwhile is lost: have the caller read
+      }
+    }
+    lk.lock();
+    m_in_wait = false;
+    if (!listening) {
       m_wait_cv.wait_for(lk, std::min<std::chrono::steady_clock::duration>(k_listen_retry, left),
                          [this] { return m_changed || m_interrupted; });
-      continue;
-    }
-    try {
-      wait_for_notification(left);
-    } catch (const std::exception& e) {
-      log(log_level::warning, "NOTIFY listener connection to '" + m_cfg.display +
-                                  "' failed (polling goes on; reconnecting): " + e.what());
-      m_listener.reset();
-      m_listen_conn.reset();
-      m_next_listen_attempt = std::chrono::steady_clock::now() + k_listen_retry;
-      m_notified = true;  // what was sent meanwhile is lost: have the caller read
     }
   }
 }

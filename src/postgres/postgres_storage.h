@@ -126,6 +126,7 @@ class postgres_storage final : public storage {
   std::mutex m_wait_mutex;
   std::condition_variable m_wait_cv;
   bool m_changed = false;
+  bool m_in_wait = false;  // wait_for_change() is (or is about to be) in poll(): m_wait_mutex
   bool m_interrupted = false;
   wake_fd m_wake;  // wakes wait_for_notification() from other threads
 
