@@ -294,6 +294,32 @@ TEST_CASE("only a polling queue listens: a raise-only queue holds no LISTEN conn
   CHECK(got.payloads.front()["i"] == 20);
 }
 
+TEST_CASE("queues of one process share NOTIFYs, and every raise is still announced") {
+  // Raisers a and b share one stream of wake-ups: a NOTIFY covers the raises that committed
+  // before it started, whichever queue sent it. A raise of b right after a's must still wake
+  // the poller (which would otherwise find it only at its next poll, 20 s away).
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  eventq::queue a(url, test_options("a"));
+  eventq::queue b(url, test_options("b"));
+  auto slow = test_options("p");
+  slow.poll_interval = 20s;
+  eventq::queue poller(url, slow);
+  inbox got;
+  auto sub = poller.subscribe_raw("ping", got.handler());
+  poller.start();
+  std::this_thread::sleep_for(300ms);  // listening and waiting
+  auto t0 = std::chrono::steady_clock::now();
+  for (int round = 0; round < 10; ++round) {
+    a.raise_raw("ping", {{"from", "a"}}, raise_mode::globally);
+    b.raise_raw("ping", {{"from", "b"}}, raise_mode::globally);
+    REQUIRE(eventq::test::wait_until(
+        [&] { return got.size() == static_cast<std::size_t>(2 * round + 2); }, 5s));
+    if (round % 3 == 0) std::this_thread::sleep_for(5ms);  // some rounds after the gap
+  }
+  CHECK(std::chrono::steady_clock::now() - t0 < 15s);  // no round waited for a poll
+}
+
 TEST_CASE("ten processes opening a fresh schema at once migrate it exactly once") {
   auto schema = pg::fresh_schema();
   auto url = pg::url_with_schema(schema);

@@ -19,8 +19,10 @@
 #include <unistd.h>
 #endif
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
+#include <map>
 #include <optional>
 #include <pqxx/pqxx>
 #include <thread>
@@ -307,7 +309,10 @@ postgres_storage::postgres_storage(config cfg, const options& opts)
     // The LISTEN connection opens at the first wait_for_change(), i.e. when a poller runs: a
     // queue that only raises must not listen, or every NOTIFY of every raiser would signal
     // its backend, and the notifications nobody reads would hold the server's NOTIFY queue.
-    if (m_cfg.notify) m_notifier = std::thread([this] { notifier_loop(); });
+    if (m_cfg.notify) {
+      m_sent_wake_ups = sent_wake_ups::of(m_cfg.conninfo + '\n' + channel_of(m_cfg.schema));
+      m_notifier = std::thread([this] { notifier_loop(); });
+    }
   } catch (...) {
     rethrow_as_error(m_cfg, "opening the queue");
   }
@@ -654,6 +659,7 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
     {
       std::lock_guard n(m_notify_mutex);
       was_pending = std::exchange(m_notify_pending, true);
+      m_notify_newest_commit = std::chrono::steady_clock::now();
     }
     // Already pending: the notifier is awake or waiting out k_notify_gap, and sends it then.
     if (!was_pending) m_notify_cv.notify_one();
@@ -661,26 +667,64 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
   return ids;
 }
 
+std::shared_ptr<postgres_storage::sent_wake_ups> postgres_storage::sent_wake_ups::of(
+    const std::string& key) {
+  static std::mutex registry_mutex;
+  static std::map<std::string, std::weak_ptr<sent_wake_ups>> registry;
+  std::lock_guard lk(registry_mutex);
+  std::erase_if(registry, [](const auto& entry) { return entry.second.expired(); });
+  auto& slot = registry[key];
+  auto shared = slot.lock();
+  if (!shared) {
+    shared = std::make_shared<sent_wake_ups>();
+    slot = shared;
+  }
+  return shared;
+}
+
+std::chrono::steady_clock::time_point postgres_storage::sent_wake_ups::last_started() {
+  std::lock_guard lk(m_mutex);
+  return m_last_started;
+}
+
+bool postgres_storage::sent_wake_ups::claim(std::chrono::steady_clock::time_point newest_commit) {
+  std::lock_guard lk(m_mutex);
+  if (m_last_started > newest_commit) return false;
+  m_last_started = std::chrono::steady_clock::now();
+  return true;
+}
+
 // Sends one NOTIFY per burst of raises: raises that commit while one is being sent, or within
 // k_notify_gap of the last one, share the next. Its own connection, so a wake-up never waits behind
 // a raise or a read.
+//
+// Queues of one process on the same server and channel share their wake-ups: a raise is
+// announced by any NOTIFY on its channel that started after it committed, whichever queue of
+// the process sent it (m_sent_wake_ups), so four raising queues send one stream of NOTIFYs,
+// not four. Each NOTIFY is a transaction that signals every listening backend. (If the NOTIFY
+// that covered another queue's raises fails, it is logged, and those raises are found by the
+// next poll, as when a wake-up is lost in any other way.)
 void postgres_storage::notifier_loop() {
   std::unique_ptr<pqxx::connection> conn;
   std::unique_lock lk(m_notify_mutex);
-  auto last_sent = std::chrono::steady_clock::time_point{};
   for (;;) {
     m_notify_cv.wait(lk, [this] { return m_notify_pending || m_notify_stop; });
     // A raise that returned just before the queue closed still gets its wake-up.
     if (!m_notify_pending) return;
-    m_notify_cv.wait_until(lk, last_sent + k_notify_gap, [this] { return m_notify_stop; });
+    m_notify_cv.wait_until(lk, m_sent_wake_ups->last_started() + k_notify_gap,
+                           [this] { return m_notify_stop; });
     m_notify_pending = false;
+    const auto newest_commit = m_notify_newest_commit;
     lk.unlock();
+    if (!m_sent_wake_ups->claim(newest_commit)) {  // another queue's NOTIFY covers it
+      lk.lock();
+      continue;
+    }
     bool failed = false;
     try {
       if (!conn || !conn->is_open() || looks_closed(*conn)) conn = connect("notifier");
       pqxx::nontransaction tx(*conn);
       tx.exec_prepared("eventq_wake");
-      last_sent = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
       conn.reset();
       failed = true;

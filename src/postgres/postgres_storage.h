@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -130,10 +131,27 @@ class postgres_storage final : public storage {
   bool m_interrupted = false;
   wake_fd m_wake;  // wakes wait_for_notification() from other threads
 
+  // When the latest NOTIFY on a channel started, shared by the queues of this process on
+  // that server and channel (see notifier_loop()).
+  class sent_wake_ups {
+   public:
+    static std::shared_ptr<sent_wake_ups> of(const std::string& server_and_channel);
+    std::chrono::steady_clock::time_point last_started();
+    /// True if the caller is to send a NOTIFY now (recorded as started now); false if one
+    /// started after `newest_commit` already announces the caller's raises.
+    bool claim(std::chrono::steady_clock::time_point newest_commit);
+
+   private:
+    std::mutex m_mutex;
+    std::chrono::steady_clock::time_point m_last_started{};
+  };
+
   // The notifier thread sends NOTIFY after raises commit (see append()).
+  std::shared_ptr<sent_wake_ups> m_sent_wake_ups;
   std::mutex m_notify_mutex;
   std::condition_variable m_notify_cv;
   bool m_notify_pending = false;
+  std::chrono::steady_clock::time_point m_notify_newest_commit{};  // of a raise pending one
   bool m_notify_stop = false;
   std::thread m_notifier;
 };
