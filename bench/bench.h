@@ -127,6 +127,10 @@ std::vector<result> run_postgres(const settings& s);
 double postgres_reference_rate(const std::string& url, int threads, int rows_per_tx,
                                std::chrono::milliseconds d);
 
+/// The PostgreSQL cleanup line: `rows` back-dated rows, then eventq_cleanup(). `fresh` (bench's
+/// `cleanup` subcommand) first forgets the instances and cleanups of earlier runs.
+nlohmann::json postgres_cleanup_line(const std::string& url, std::int64_t rows, bool fresh);
+
 /// Measurements shared by both backends (eventq side), in eventq_side.cpp.
 eventq::options bench_options(const std::string& instance);
 double eventq_raise_rate(const std::string& url, int threads, bool shared_queue,

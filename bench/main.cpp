@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
         std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
         return 0;
       }
+      if (args[0] == "cleanup" && rest.size() == 2) {  // PostgreSQL cleanup line: URL rows
+        std::cout << bench::postgres_cleanup_line(rest[0], std::stoll(rest[1]), true).dump()
+                  << std::endl;
+        return 0;
+      }
       if (args[0] == "batch" && rest.size() == 2) {  // batch raise rate alone: URL N
         auto rate =
             bench::eventq_batch_rate(rest[0], std::stoi(rest[1]), std::chrono::milliseconds(3000));
