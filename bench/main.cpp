@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
         std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
         return 0;
       }
+      if (args[0] == "drain" && rest.size() == 2) {  // SQLite drain line: FILE rows
+        std::cout << bench::sqlite_drain_line(rest[0], std::stoll(rest[1])).dump() << std::endl;
+        return 0;
+      }
       if (args[0] == "cleanup" && rest.size() == 2) {  // PostgreSQL cleanup line: URL rows
         std::cout << bench::postgres_cleanup_line(rest[0], std::stoll(rest[1]), true).dump()
                   << std::endl;

@@ -196,6 +196,18 @@ std::int64_t max_id(const std::string& path) {
 
 }  // namespace
 
+nlohmann::json sqlite_drain_line(const std::string& path, std::int64_t rows) {
+  std::string url = "sqlite://" + path;
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+  { eventq::queue reg(url, bench_options("drain-1")); }
+  std::int64_t before = max_id(path);
+  fill(path, rows, 0);
+  auto expected = static_cast<std::size_t>(rows);
+  double e = eventq_drain_rate(url, {"drain-1"}, expected);
+  double ref = ref_drain_rate(path, 1, before, expected);
+  return {{"eventq_events_per_s", e}, {"reference_events_per_s", ref}};
+}
+
 std::vector<result> run_sqlite(const settings& s) {
   const std::string& path = s.sqlite_path;
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <future>
 #include <iostream>
 #include <mutex>
 #include <random>
@@ -64,6 +65,8 @@ namespace {
 constexpr std::size_t k_max_name_bytes = 200;
 constexpr std::size_t k_min_secret_bytes = 16;
 constexpr const char* k_secret_property = "EQSecret";
+// Pages with at least this many rows are checked on two threads (see impl::poll()).
+constexpr std::size_t k_parallel_check_rows = 128;
 
 void check_name(std::string_view what, std::string_view name) {
   if (name.empty()) {
@@ -500,15 +503,36 @@ struct queue::impl {
           log(log_level::warning, "missed events: " + *page.missed);
           handler_errors += disp->dispatch_missed(missed_info{*page.missed, cursor});
         }
+        // Checking a row (parsing its JSON, verifying its signature) is most of a poll's work.
+        // On a large page (a backlog) a helper thread checks the second half while this thread
+        // checks and delivers the first; delivery stays on this thread, in order.
         auto policy = check_policy(opts.verify);
-        for (const auto& row : page.events) {
+        const auto& rows = page.events;
+        std::vector<detail::checked_row> checked(rows.size());
+        auto check = [&](std::size_t i) {
+          if (targets_me(rows[i])) checked[i] = detail::check_row(rows[i], policy);
+        };
+        std::size_t split = rows.size();
+        std::future<void> helper;  // destroyed (joined) before `checked`
+        if (rows.size() >= k_parallel_check_rows) {
+          split = rows.size() / 2;
+          helper = std::async(std::launch::async, [&check, split, n = rows.size()] {
+            for (std::size_t i = split; i < n; ++i) check(i);
+          });
+        }
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+          if (i < split) {
+            check(i);
+          } else if (i == split) {
+            helper.get();  // rethrows what checking threw
+          }
+          const auto& row = rows[i];
           if (!targets_me(row)) continue;
-          auto checked = detail::check_row(row, policy);
-          if (checked.verdict != detail::row_verdict::ok) {
-            count_refusal(row, checked);
+          if (checked[i].verdict != detail::row_verdict::ok) {
+            count_refusal(row, checked[i]);
             continue;
           }
-          auto out = disp->dispatch(row, checked.data);
+          auto out = disp->dispatch(row, checked[i].data);
           if (out.delivered) ++count;
           if (out.unknown_type) ++unknown_types;
           if (out.undecodable) ++undecodable;

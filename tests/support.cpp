@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -35,12 +36,13 @@ log_function log_capture::function() {
   };
 }
 
-bool log_capture::contains(const std::string& needle) {
+bool log_capture::contains(const std::string& needle) { return count(needle) > 0; }
+
+std::size_t log_capture::count(const std::string& needle) {
   std::lock_guard lk(mutex);
-  for (const auto& l : lines) {
-    if (l.find(needle) != std::string::npos) return true;
-  }
-  return false;
+  return static_cast<std::size_t>(std::count_if(lines.begin(), lines.end(), [&](const auto& l) {
+    return l.find(needle) != std::string::npos;
+  }));
 }
 
 options test_options(const std::string& instance, log_capture* logs) {

@@ -35,6 +35,7 @@ struct log_capture {
   std::vector<std::string> lines;
   log_function function();
   bool contains(const std::string& needle);
+  std::size_t count(const std::string& needle);  // lines containing it
 };
 
 /// Options with short intervals suited to tests.
