@@ -11,10 +11,11 @@ group_commit::group_commit(append_function append, std::size_t max_group_rows)
     : m_append(std::move(append)), m_max_group_rows(max_group_rows ? max_group_rows : 1) {}
 
 std::vector<std::int64_t> group_commit::submit(std::vector<event_record> rows) {
-  request me;
-  me.rows = std::move(rows);
+  // Shared with the leader that commits it, which still holds it while it wakes us.
+  auto me = std::make_shared<request>();
+  me->rows = std::move(rows);
   std::unique_lock lk(m_mutex);
-  m_pending.push_back(&me);
+  m_pending.push_back(me);
   if (m_leader_active && m_pending.size() >= m_last_group) m_gather_cv.notify_one();
   if (!m_leader_active) {
     m_leader_active = true;  // nobody commits: we lead (our request is the only one so far)
@@ -25,23 +26,32 @@ std::vector<std::int64_t> group_commit::submit(std::vector<event_record> rows) {
       m_gather_cv.wait_for(lk, k_gather_wait, [&] { return m_pending.size() >= m_last_group; });
     }
   } else {
-    // Sleep until our rows are committed by another leader, or leadership is handed to us.
-    // Each raiser has its own condition variable, so a commit wakes only its group's raisers
-    // and the next leader, not every waiting thread.
-    me.cv.wait(lk, [&] { return me.done || me.lead; });
+    // Sleep until our rows are committed by another leader, or leadership is handed to us,
+    // on our own request's state (a futex): a commit wakes only its group and the next
+    // leader, and they need not take the mutex to find out which happened.
+    lk.unlock();
+    int state = k_waiting;
+    while ((state = me->state.load(std::memory_order_acquire)) == k_waiting) {
+      me->state.wait(k_waiting, std::memory_order_acquire);
+    }
+    if (state == k_done) {
+      if (me->failure) std::rethrow_exception(me->failure);
+      return std::move(me->ids);
+    }
+    lk.lock();
   }
-  if (!me.done) lead(lk);  // our request is the oldest pending: it is in this group
-  if (me.failure) std::rethrow_exception(me.failure);
-  return std::move(me.ids);
+  lead(lk);  // our request is the oldest pending: it is in this group
+  if (me->failure) std::rethrow_exception(me->failure);
+  return std::move(me->ids);
 }
 
 void group_commit::lead(std::unique_lock<std::mutex>& lk) {
   // Take the oldest pending requests up to the row cap (always at least one).
-  std::vector<request*> group;
+  std::vector<std::shared_ptr<request>> group;
   std::size_t n_rows = 0;
   std::size_t taken = 0;
   while (taken < m_pending.size()) {
-    request* r = m_pending[taken];
+    const auto& r = m_pending[taken];
     if (!group.empty() && n_rows + r->rows.size() > m_max_group_rows) break;
     group.push_back(r);
     n_rows += r->rows.size();
@@ -58,7 +68,7 @@ void group_commit::lead(std::unique_lock<std::mutex>& lk) {
     } else {
       std::vector<event_record> all;
       all.reserve(n_rows);
-      for (request* r : group) {
+      for (const auto& r : group) {
         for (auto& row : r->rows) all.push_back(std::move(row));
       }
       ids = m_append(all);
@@ -71,9 +81,9 @@ void group_commit::lead(std::unique_lock<std::mutex>& lk) {
     failure = std::current_exception();  // handed to every raiser of the group below
   }
 
-  lk.lock();
+  // Each raiser reads its result after seeing k_done (release/acquire): no mutex needed.
   std::size_t at = 0;
-  for (request* r : group) {
+  for (const auto& r : group) {
     if (failure) {
       r->failure = failure;
     } else {
@@ -81,18 +91,26 @@ void group_commit::lead(std::unique_lock<std::mutex>& lk) {
                     ids.begin() + static_cast<std::ptrdiff_t>(at + r->rows.size()));
       at += r->rows.size();
     }
-    r->done = true;
   }
+  lk.lock();
   if (!failure) ++m_commits;
   m_last_group = group.size();
-  for (request* r : group) r->cv.notify_one();  // under the mutex: `r` outlives this call
   // Hand over to the oldest raiser that arrived meanwhile, or let the next one lead at once.
+  // Under the mutex: that raiser cannot return before it has led.
   if (m_pending.empty()) {
     m_leader_active = false;
   } else {
-    m_pending.front()->lead = true;
-    m_pending.front()->cv.notify_one();
+    m_pending.front()->state.store(k_lead, std::memory_order_release);
+    m_pending.front()->state.notify_one();
   }
+  lk.unlock();
+  // Wake the group without the mutex, so that they do not queue for it behind us; `group`
+  // keeps each request alive until its notify_one() has returned.
+  for (const auto& r : group) {
+    r->state.store(k_done, std::memory_order_release);
+    r->state.notify_one();
+  }
+  lk.lock();  // the caller expects it held
 }
 
 std::uint64_t group_commit::commits() const {

@@ -1,12 +1,14 @@
 // Group commit: concurrent raises on one queue object share one storage transaction.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <vector>
@@ -21,8 +23,8 @@ namespace eventq::detail {
 /// that arrive while a commit is in flight wait; when it ends, the leader hands over to the
 /// oldest of them, which leads the next group with everything that piled up meanwhile. So one
 /// thread pays one commit per raise, and N threads share a commit among up to N raises. Each
-/// raiser sleeps on its own condition variable: a commit wakes its group and the next leader
-/// only.
+/// raiser sleeps on its own request's state (an atomic wait): a commit wakes its group and
+/// the next leader only, after releasing the mutex.
 ///
 /// Guarantees: submit() returns only after the transaction holding its rows committed; each
 /// request's rows stay together and in order (a batch stays all-or-none); if append() throws,
@@ -45,13 +47,14 @@ class group_commit {
   std::uint64_t commits() const;
 
  private:
+  static constexpr int k_waiting = 0;  // request::state
+  static constexpr int k_done = 1;     // committed (or failed): ids or failure are set
+  static constexpr int k_lead = 2;     // handed leadership by the previous leader
   struct request {
     std::vector<event_record> rows;
     std::vector<std::int64_t> ids;
     std::exception_ptr failure;
-    bool done = false;           // committed (or failed): ids or failure are set
-    bool lead = false;           // handed leadership by the previous leader
-    std::condition_variable cv;  // its raiser sleeps here (with m_mutex)
+    std::atomic<int> state{k_waiting};  // its raiser sleeps on it (atomic wait)
   };
 
   // REQUIRES: m_mutex held by `lk`, m_leader_active set by the caller. Commits one group.
@@ -61,7 +64,7 @@ class group_commit {
   std::size_t m_max_group_rows;
 
   mutable std::mutex m_mutex;
-  std::vector<request*> m_pending;  // oldest first
+  std::vector<std::shared_ptr<request>> m_pending;  // oldest first
   bool m_leader_active = false;
   // How long a new leader waits for the raisers of the previous group to come back.
   static constexpr std::chrono::microseconds k_gather_wait{100};
