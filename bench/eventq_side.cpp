@@ -91,8 +91,9 @@ double eventq_drain_rate(const std::string& url, const std::vector<std::string>&
 // ---- latency -----------------------------------------------------------------------------------
 
 std::string polling_only_url(const std::string& url) {
-  if (url.rfind("sqlite:", 0) == 0) return url;
-  return url + (url.find('?') == std::string::npos ? "?" : "&") + "notify=off";
+  bool sqlite = url.rfind("sqlite:", 0) == 0;
+  return url + (url.find('?') == std::string::npos ? "?" : "&") +
+         (sqlite ? "watch=off" : "notify=off");
 }
 
 nlohmann::json eventq_latency(const settings& s, const std::string& url, bool wakeups, int events) {
@@ -130,11 +131,9 @@ nlohmann::json eventq_latency(const settings& s, const std::string& url, bool wa
 }
 
 int child_latency_receiver(const std::vector<std::string>& args) {
-  const std::string& url = args.at(0);
-  bool wakeups = args.at(1) == "on";
+  const std::string& url = args.at(0);  // args.at(1), "on" or "off", is in the URL already
   int events = std::stoi(args.at(2));
   auto o = bench_options("latency-receiver");
-  if (!wakeups) o.change_check_interval = o.poll_interval;  // SQLite: no data_version hint
   eventq::queue q(url, o);
   std::mutex m;
   std::vector<std::pair<std::int64_t, std::int64_t>> got;

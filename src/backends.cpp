@@ -34,7 +34,33 @@ std::unique_ptr<storage> open_storage(std::string_view url, const options& opts)
                       "': in-memory and URI-style SQLite databases cannot be shared between "
                       "connections; give a file path, e.g. sqlite:/tmp/events.db");
     }
-    return std::make_unique<sqlite::sqlite_storage>(std::string(path), opts);
+    // Parameters after '?': watch=on|off (off: no wake-ups from other processes or queue
+    // objects, polling every poll_interval only).
+    bool watch = true;
+    if (auto q = path.find('?'); q != std::string_view::npos) {
+      std::string_view params = path.substr(q + 1);
+      path = path.substr(0, q);
+      while (!params.empty()) {
+        auto amp = params.find('&');
+        std::string_view p = params.substr(0, amp);
+        params = amp == std::string_view::npos ? std::string_view{} : params.substr(amp + 1);
+        if (p == "watch=on" || p == "watch=true" || p == "watch=1") {
+          watch = true;
+        } else if (p == "watch=off" || p == "watch=false" || p == "watch=0") {
+          watch = false;
+        } else {
+          throw error(errc::invalid_url, "database URL '" + std::string(url) +
+                                             "': unknown parameter '" + std::string(p) +
+                                             "'; SQLite URLs take only watch=on|off, e.g. "
+                                             "sqlite:/tmp/events.db?watch=off");
+        }
+      }
+      if (path.empty()) {
+        throw error(errc::invalid_url, "database URL '" + std::string(url) +
+                                           "' names no file: use sqlite:/path/to/events.db");
+      }
+    }
+    return std::make_unique<sqlite::sqlite_storage>(std::string(path), opts, watch);
   }
   bool is_pg =
       starts_with(url, "postgresql://") || starts_with(url, "postgres://") ||

@@ -106,6 +106,10 @@ TEST_CASE("bad input gets a clear error at the call") {
         std::string::npos);
   CHECK(code_of([&] { queue q("sqlite:", test_options("a")); }) == errc::invalid_url);
   CHECK(code_of([&] { queue q("sqlite::memory:", test_options("a")); }) == errc::invalid_url);
+  CHECK(code_of([&] { queue q("sqlite:?watch=off", test_options("a")); }) == errc::invalid_url);
+  CHECK(message_of([&] {
+          queue q("sqlite:" + dir.file("p.db") + "?wach=off", test_options("a"));
+        }).find("unknown parameter 'wach=off'") != std::string::npos);
   auto unreadable = "sqlite:" + dir.file("no/such/dir/e.db");
   CHECK(code_of([&] { queue q(unreadable, test_options("a")); }) == errc::database_unavailable);
   CHECK(message_of([&] { queue q(unreadable, test_options("a")); }).find("no/such/dir/e.db") !=
@@ -138,6 +142,29 @@ TEST_CASE("the URL forms for SQLite all open the same file") {
   auto id = a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
   b.poll_once();
   CHECK(got == std::vector<std::int64_t>{id});
+}
+
+TEST_CASE("watch=off: polling only, no wake-up from other queue objects") {
+  temp_dir dir;
+  auto path = dir.file("e.db");
+  queue raiser("sqlite:" + path, test_options("r"));
+  auto slow = test_options("p");
+  slow.poll_interval = std::chrono::seconds(2);
+  queue poller("sqlite:" + path + "?watch=off", slow);
+  std::atomic<int> got{0};
+  auto s = poller.subscribe_all([&](const event_record&, const nlohmann::json&) { ++got; });
+  poller.start();  // polls at once, then sleeps 2 s
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  raiser.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+  // With the watch on it would be delivered within milliseconds (same process: at once).
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(got == 0);
+  CHECK(wait_until([&] { return got == 1; }, std::chrono::seconds(5)));
+  // Its own raises still wake it at once.
+  auto t0 = std::chrono::steady_clock::now();
+  poller.raise_raw("t", nlohmann::json::object(), raise_mode::both);
+  CHECK(wait_until([&] { return got == 2; }, std::chrono::seconds(5)));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1500));
 }
 
 TEST_CASE("unsubscribing from inside a handler does not deadlock") {

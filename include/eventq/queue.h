@@ -90,6 +90,8 @@ class queue {
   /// Opens the queue at `url` and applies pending schema migrations:
   ///   sqlite:/var/lib/app/events.db   sqlite:relative/path.db   sqlite:///abs/path.db
   ///   postgresql://user@host:5432/db?schema=name   (or a libpq "key=value" string)
+  /// Wake-ups from other processes are on by default; `?watch=off` after an SQLite path or
+  /// `notify=off` in a PostgreSQL URL leaves this queue polling every poll_interval.
   /// Registers the instance in EventQueueInstances with a lease (options::lease) that a
   /// maintenance thread renews until the queue is destroyed; the same thread runs the scheduled
   /// cleanup (options::cleanup_interval). A new instance's cursor is stored at once

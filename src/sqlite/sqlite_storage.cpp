@@ -28,7 +28,7 @@ constexpr const char* k_columns =
 
 }  // namespace
 
-sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
+sqlite_storage::sqlite_storage(const std::string& path, const options& opts, bool watch)
     : m_path(path),
       m_check_interval(opts.change_check_interval),
       m_writer(path, opts.busy_timeout),
@@ -68,7 +68,8 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts)
                                   "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
   m_data_version = std::make_unique<statement>(m_reader, "PRAGMA data_version");
   data_version_changed();  // records the starting value
-  m_watch = std::make_unique<change_watch>(path);
+  m_watching = watch;
+  if (watch) m_watch = std::make_unique<change_watch>(path);
 
   std::lock_guard lk(g_registry_mutex);
   m_path = canonical_path(path);
@@ -202,7 +203,9 @@ std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> e
   }
   std::lock_guard lk(g_registry_mutex);
   auto [b, e] = g_registry.equal_range(m_path);
-  for (auto it = b; it != e; ++it) it->second->notify_change();
+  for (auto it = b; it != e; ++it) {
+    if (it->second == this || it->second->m_watching) it->second->notify_change();
+  }
   return ids;
 }
 
@@ -364,7 +367,7 @@ void sqlite_storage::notify_change() {
     m_changed = true;
   }
   m_wait_cv.notify_all();
-  m_watch->signal();
+  if (m_watch) m_watch->signal();
 }
 
 void sqlite_storage::interrupt() {
@@ -373,7 +376,7 @@ void sqlite_storage::interrupt() {
     m_interrupted = true;
   }
   m_wait_cv.notify_all();
-  m_watch->signal();
+  if (m_watch) m_watch->signal();
 }
 
 bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
@@ -390,6 +393,10 @@ bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
     }
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return false;
+    if (!m_watching) {  // polling only: sleep until the deadline, a local raise, or interrupt()
+      m_wait_cv.wait_until(lk, deadline, [this] { return m_changed || m_interrupted; });
+      continue;
+    }
     if (m_watch->valid()) {
       // Sleeps until a commit writes the WAL (any process) or a same-process signal: no
       // periodic checks while idle. data_version filters out this storage's own cursor writes.

@@ -20,8 +20,10 @@ namespace eventq::sqlite {
 /// poller's own cursor writes then do not look like another process's commit).
 class sqlite_storage final : public storage {
  public:
-  /// Opens or creates `path` and applies pending migrations. Throws eventq::error.
-  sqlite_storage(const std::string& path, const options& opts);
+  /// Opens or creates `path` and applies pending migrations. Throws eventq::error. `watch`:
+  /// wake the poller when another process or queue object commits (inotify on the WAL, or
+  /// `PRAGMA data_version` checks); false: polling only (URL parameter watch=off).
+  sqlite_storage(const std::string& path, const options& opts, bool watch = true);
   ~sqlite_storage() override;
 
   std::string_view backend_name() const override { return "sqlite"; }
@@ -86,7 +88,8 @@ class sqlite_storage final : public storage {
   std::condition_variable m_wait_cv;
   bool m_changed = false;
   bool m_interrupted = false;
-  std::unique_ptr<change_watch> m_watch;  // null or invalid: poll PRAGMA data_version
+  bool m_watching;                        // false: polling only (watch=off)
+  std::unique_ptr<change_watch> m_watch;  // invalid: poll PRAGMA data_version; null: no watch
 };
 
 }  // namespace eventq::sqlite
