@@ -407,8 +407,9 @@ bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
         // A writer appends to the WAL, syncs it, and only then publishes the commit in the
         // shared-memory index (no file event): look again for a while before going back to
         // sleep, or a commit could wait for the next poll.
-        auto pause = std::chrono::milliseconds(1);
-        while (!(changed = data_version_changed()) && pause <= std::chrono::milliseconds(32)) {
+        // The publish follows the WAL write by about an fsync (~0.1 ms here): start there.
+        std::chrono::microseconds pause{100};
+        while (!(changed = data_version_changed()) && pause <= std::chrono::milliseconds(26)) {
           std::this_thread::sleep_for(pause);
           pause *= 2;
         }
