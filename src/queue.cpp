@@ -68,6 +68,24 @@ constexpr const char* k_secret_property = "EQSecret";
 // Pages with at least this many rows are checked on two threads (see impl::poll()).
 constexpr std::size_t k_parallel_check_rows = 128;
 
+// Counts the large pages being checked in this process; a page gets a helper thread only
+// while they number at most half the cores (see impl::poll()).
+std::atomic<unsigned> g_pages_checking{0};
+struct busy_checking {
+  bool counted;
+  bool with_helper = false;
+  explicit busy_checking(bool large) : counted(large) {
+    if (!counted) return;
+    unsigned cores = std::max(2u, std::thread::hardware_concurrency());
+    with_helper = 2 * (g_pages_checking.fetch_add(1) + 1) <= cores;
+  }
+  ~busy_checking() {
+    if (counted) g_pages_checking.fetch_sub(1);
+  }
+  busy_checking(const busy_checking&) = delete;
+  busy_checking& operator=(const busy_checking&) = delete;
+};
+
 void check_name(std::string_view what, std::string_view name) {
   if (name.empty()) {
     throw error(errc::invalid_argument, std::string(what) +
@@ -505,7 +523,9 @@ struct queue::impl {
         }
         // Checking a row (parsing its JSON, verifying its signature) is most of a poll's work.
         // On a large page (a backlog) a helper thread checks the second half while this thread
-        // checks and delivers the first; delivery stays on this thread, in order.
+        // checks and delivers the first; delivery stays on this thread, in order. Only while
+        // the process checks few large pages at once: with a page per core already (several
+        // instances draining), a helper would only take turns with them.
         auto policy = check_policy(opts.verify);
         const auto& rows = page.events;
         std::vector<detail::checked_row> checked(rows.size());
@@ -513,8 +533,9 @@ struct queue::impl {
           if (targets_me(rows[i])) checked[i] = detail::check_row(rows[i], policy);
         };
         std::size_t split = rows.size();
+        busy_checking busy(rows.size() >= k_parallel_check_rows);
         std::future<void> helper;  // destroyed (joined) before `checked`
-        if (rows.size() >= k_parallel_check_rows) {
+        if (busy.with_helper) {
           split = rows.size() / 2;
           helper = std::async(std::launch::async, [&check, split, n = rows.size()] {
             for (std::size_t i = split; i < n; ++i) check(i);
