@@ -130,6 +130,9 @@ double postgres_reference_rate(const std::string& url, int threads, int rows_per
 /// The SQLite one-instance drain line alone (bench's `drain`): a new file with `rows` rows,
 /// drained by eventq and by the hand-written loop.
 nlohmann::json sqlite_drain_line(const std::string& path, std::int64_t rows);
+/// eventq's PostgreSQL drain alone (bench's `drain` with a PostgreSQL URL): `rows` rows, drained
+/// by `instances` new instances at once; total events/s (PgQ is not run).
+nlohmann::json postgres_drain_line(const std::string& url, std::int64_t rows, int instances);
 /// The PostgreSQL cleanup line: `rows` back-dated rows, then eventq_cleanup(). `fresh` (bench's
 /// `cleanup` subcommand) first forgets the instances and cleanups of earlier runs.
 nlohmann::json postgres_cleanup_line(const std::string& url, std::int64_t rows, bool fresh);

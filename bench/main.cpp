@@ -99,6 +99,12 @@ int main(int argc, char** argv) {
         std::cout << bench::sqlite_drain_line(rest[0], std::stoll(rest[1])).dump() << std::endl;
         return 0;
       }
+      if (args[0] == "pg-drain" && rest.size() == 3) {  // eventq alone: URL rows instances
+        std::cout
+            << bench::postgres_drain_line(rest[0], std::stoll(rest[1]), std::stoi(rest[2])).dump()
+            << std::endl;
+        return 0;
+      }
       if (args[0] == "cleanup" && rest.size() == 2) {  // PostgreSQL cleanup line: URL rows
         std::cout << bench::postgres_cleanup_line(rest[0], std::stoll(rest[1]), true).dump()
                   << std::endl;

@@ -158,6 +158,21 @@ double postgres_reference_rate(const std::string& url, int threads, int rows_per
   return ref_insert_rate(url, threads, rows_per_tx, d);
 }
 
+nlohmann::json postgres_drain_line(const std::string& url, std::int64_t rows, int instances) {
+  { eventq::queue init(url, bench_options("init")); }
+  exec(url,
+       "TRUNCATE EventQueue, EventQueueTasks, EventQueueInstances; "
+       "DELETE FROM Properties WHERE Key LIKE 'EQStamp%'");
+  std::vector<std::string> names;
+  for (int i = 0; i < instances; ++i) {
+    names.push_back("drain-" + std::to_string(i));
+    eventq::queue reg(url, bench_options(names.back()));
+  }
+  fill_eventq(url, rows, 0);
+  double e = eventq_drain_rate(url, names, static_cast<std::size_t>(rows));
+  return {{"eventq_events_per_s", e}};
+}
+
 nlohmann::json postgres_cleanup_line(const std::string& url, std::int64_t rows, bool fresh) {
   { eventq::queue init(url, bench_options("init")); }
   if (fresh) {  // alone: forget earlier runs' instances and cleanups, so this one runs at once
