@@ -393,7 +393,7 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
   // paging skip and repeat rows.
   const std::string page_columns =
       "Id, EventType, InstanceData::text AS InstanceData, InstanceName, RaiseLocally, "
-      "RaiseGlobally, (extract(epoch FROM Created) * 1000000)::bigint AS CreatedUs, "
+      "RaiseGlobally, (date_part('epoch', Created) * 1000000)::bigint AS CreatedUs, "
       "Stamp::text AS StampText, KeyId, Signature";
   auto page_of = [](const std::string& target) {
     return "FROM EventQueue WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
