@@ -43,6 +43,21 @@ struct inbox {
   }
 };
 
+// A started instance "p" that polls only every `interval`, collecting "ping" events: it
+// learns of a raise sooner only through a NOTIFY.
+struct slow_poller {
+  inbox got;
+  std::unique_ptr<eventq::queue> q;
+  eventq::subscription sub;
+  slow_poller(const std::string& url, std::chrono::milliseconds interval) {
+    auto o = test_options("p");
+    o.poll_interval = interval;
+    q = std::make_unique<eventq::queue>(url, o);
+    sub = q->subscribe_raw("ping", got.handler());
+    q->start();
+  }
+};
+
 // Raises one event inside `tx` the way an application does (the outbox helper).
 std::int64_t outbox_raise(pqxx::transaction_base& tx, const std::string& schema,
                           const std::string& instance, const std::string& type,
@@ -311,12 +326,8 @@ TEST_CASE("only a polling queue listens: a raise-only queue holds no LISTEN conn
   std::this_thread::sleep_for(200ms);  // the wake-ups went out
   CHECK(listeners() == 0);
 
-  auto slow = test_options("p");
-  slow.poll_interval = 5s;
-  eventq::queue poller(url, slow);
-  inbox got;
-  auto sub = poller.subscribe_raw("ping", got.handler());
-  poller.start();
+  slow_poller poller(url, 5s);
+  auto& got = poller.got;
   REQUIRE(eventq::test::wait_until([&] { return listeners() == 1; }, 10s));
   std::this_thread::sleep_for(300ms);  // its first poll is done: it waits now
   // Woken by the NOTIFY, not found by the next poll (5 s away).
@@ -336,12 +347,8 @@ TEST_CASE("queues of one process share NOTIFYs, and every raise is still announc
   auto url = pg::url_with_schema(schema);
   eventq::queue a(url, test_options("a"));
   eventq::queue b(url, test_options("b"));
-  auto slow = test_options("p");
-  slow.poll_interval = 20s;
-  eventq::queue poller(url, slow);
-  inbox got;
-  auto sub = poller.subscribe_raw("ping", got.handler());
-  poller.start();
+  slow_poller poller(url, 20s);
+  auto& got = poller.got;
   std::this_thread::sleep_for(300ms);  // listening and waiting
   auto t0 = std::chrono::steady_clock::now();
   for (int round = 0; round < 10; ++round) {
