@@ -24,16 +24,6 @@ std::unique_ptr<storage> open_storage(std::string_view url, const options& opts)
   if (starts_with(url, "sqlite:")) {
     std::string_view path = url.substr(7);
     if (starts_with(path, "//")) path.remove_prefix(2);
-    if (path.empty()) {
-      throw error(errc::invalid_url, "database URL '" + std::string(url) +
-                                         "' names no file: use sqlite:/path/to/events.db");
-    }
-    if (path == ":memory:" || starts_with(path, "file:")) {
-      throw error(errc::invalid_url,
-                  "database URL '" + std::string(url) +
-                      "': in-memory and URI-style SQLite databases cannot be shared between "
-                      "connections; give a file path, e.g. sqlite:/tmp/events.db");
-    }
     // Parameters after '?': watch=on|off (off: no wake-ups from other processes or queue
     // objects, polling every poll_interval only).
     bool watch = true;
@@ -55,10 +45,16 @@ std::unique_ptr<storage> open_storage(std::string_view url, const options& opts)
                                              "sqlite:/tmp/events.db?watch=off");
         }
       }
-      if (path.empty()) {
-        throw error(errc::invalid_url, "database URL '" + std::string(url) +
-                                           "' names no file: use sqlite:/path/to/events.db");
-      }
+    }
+    if (path.empty()) {
+      throw error(errc::invalid_url, "database URL '" + std::string(url) +
+                                         "' names no file: use sqlite:/path/to/events.db");
+    }
+    if (path == ":memory:" || starts_with(path, "file:")) {
+      throw error(errc::invalid_url,
+                  "database URL '" + std::string(url) +
+                      "': in-memory and URI-style SQLite databases cannot be shared between "
+                      "connections; give a file path, e.g. sqlite:/tmp/events.db");
     }
     return std::make_unique<sqlite::sqlite_storage>(std::string(path), opts, watch);
   }

@@ -109,6 +109,11 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   auto stats = nlohmann::json::parse(j.out);
   CHECK(stats.at("rows") == 3);
   CHECK(stats.at("schema_version") == 3);
+  if (db.url.rfind("sqlite:", 0) == 0) {  // URL parameters are not part of the file name
+    auto w = eventq_cmd({"stats", "--db", db.url + "?watch=off", "--json"});
+    REQUIRE(w.code == 0);
+    CHECK(nlohmann::json::parse(w.out).at("rows") == 3);
+  }
   REQUIRE(stats.at("types").size() == 2);
   CHECK(stats.at("types")[0].at("type") == "cache.flush");
   CHECK(stats.at("types")[1].at("rows") == 2);

@@ -107,6 +107,8 @@ TEST_CASE("bad input gets a clear error at the call") {
   CHECK(code_of([&] { queue q("sqlite:", test_options("a")); }) == errc::invalid_url);
   CHECK(code_of([&] { queue q("sqlite::memory:", test_options("a")); }) == errc::invalid_url);
   CHECK(code_of([&] { queue q("sqlite:?watch=off", test_options("a")); }) == errc::invalid_url);
+  CHECK(code_of([&] { queue q("sqlite::memory:?watch=off", test_options("a")); }) ==
+        errc::invalid_url);
   CHECK(message_of([&] {
           queue q("sqlite:" + dir.file("p.db") + "?wach=off", test_options("a"));
         }).find("unknown parameter 'wach=off'") != std::string::npos);

@@ -75,6 +75,7 @@ void check_db(const args& a, bool create) {
   if (!create && a.db.rfind("sqlite:", 0) == 0) {
     std::string path = a.db.substr(7);
     if (path.rfind("//", 0) == 0) path = path.substr(2);
+    path = path.substr(0, path.find('?'));  // parameters such as ?watch=off
     if (!path.empty() && !std::filesystem::exists(path)) {
       throw std::runtime_error("SQLite database '" + path +
                                "' does not exist: check --db / EVENTQ_DB, or create it with "
