@@ -9,6 +9,7 @@
 #include <iostream>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "backends.h"
@@ -325,6 +326,7 @@ struct queue::impl {
       cleanup_deleted{0}, cleanup_runs{0}, cleanup_errors{0}, lease_renewals{0},
       lease_renewal_failures{0};
   std::atomic<std::int64_t> last_poll_us{0};
+  std::atomic<bool> helper_warned{false};  // a page's helper thread could not be started
 
   impl(std::unique_ptr<storage> s, options o)
       : opts(std::move(o)),
@@ -536,10 +538,21 @@ struct queue::impl {
         busy_checking busy(rows.size() >= k_parallel_check_rows);
         std::future<void> helper;  // destroyed (joined) before `checked`
         if (busy.with_helper) {
-          split = rows.size() / 2;
-          helper = std::async(std::launch::async, [&check, split, n = rows.size()] {
-            for (std::size_t i = split; i < n; ++i) check(i);
-          });
+          try {
+            helper =
+                std::async(std::launch::async, [&check, half = rows.size() / 2, n = rows.size()] {
+                  for (std::size_t i = half; i < n; ++i) check(i);
+                });
+            split = rows.size() / 2;
+          } catch (const std::system_error& e) {  // no thread to be had: check on this one
+            // Nothing is lost (the page is checked on this thread); said once per queue.
+            if (!helper_warned.exchange(true)) {
+              log(log_level::warning,
+                  std::string("cannot start a thread to check a large page, checking on the "
+                              "poller's alone (said once): ") +
+                      e.what());
+            }
+          }
         }
         for (std::size_t i = 0; i < rows.size(); ++i) {
           if (i < split) {
@@ -554,6 +567,7 @@ struct queue::impl {
             continue;
           }
           auto out = disp->dispatch(row, checked[i].data);
+          checked[i] = {};  // a page of large payloads is not held parsed in full
           if (out.delivered) ++count;
           if (out.unknown_type) ++unknown_types;
           if (out.undecodable) ++undecodable;
