@@ -77,20 +77,18 @@ void group_commit::lead(std::unique_lock<std::mutex>& lk) {
       throw error(errc::database_error, "storage::append returned " + std::to_string(ids.size()) +
                                             " ids for " + std::to_string(n_rows) + " rows");
     }
-  } catch (...) {
-    failure = std::current_exception();  // handed to every raiser of the group below
-  }
-
-  // Each raiser reads its result after seeing k_done (release/acquire): no mutex needed.
-  std::size_t at = 0;
-  for (const auto& r : group) {
-    if (failure) {
-      r->failure = failure;
-    } else {
+    // Each raiser reads its result after seeing k_done (release/acquire): no mutex needed.
+    std::size_t at = 0;
+    for (const auto& r : group) {
       r->ids.assign(ids.begin() + static_cast<std::ptrdiff_t>(at),
                     ids.begin() + static_cast<std::ptrdiff_t>(at + r->rows.size()));
       at += r->rows.size();
     }
+  } catch (...) {
+    failure = std::current_exception();  // handed to every raiser of the group below
+  }
+  if (failure) {
+    for (const auto& r : group) r->failure = failure;  // copies a pointer: cannot throw
   }
   lk.lock();
   if (!failure) ++m_commits;
