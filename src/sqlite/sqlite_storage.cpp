@@ -407,10 +407,15 @@ bool sqlite_storage::wait_for_change(std::chrono::milliseconds timeout) {
         // A writer appends to the WAL, syncs it, and only then publishes the commit in the
         // shared-memory index (no file event): look again for a while before going back to
         // sleep, or a commit could wait for the next poll.
-        // The publish follows the WAL write by about an fsync (~0.1 ms here): start there.
+        // The publish follows the WAL write by about an fsync (~0.1 ms here): start there,
+        // and look for 64 ms in all (a slow disk's fsync).
         std::chrono::microseconds pause{100};
-        while (!(changed = data_version_changed()) && pause <= std::chrono::milliseconds(26)) {
-          std::this_thread::sleep_for(pause);
+        std::chrono::microseconds waited{0};
+        constexpr std::chrono::microseconds k_look_for{64000};
+        while (!(changed = data_version_changed()) && waited < k_look_for) {
+          auto step = std::min(pause, k_look_for - waited);
+          std::this_thread::sleep_for(step);
+          waited += step;
           pause *= 2;
         }
       }
