@@ -523,56 +523,7 @@ struct queue::impl {
           log(log_level::warning, "missed events: " + *page.missed);
           handler_errors += disp->dispatch_missed(missed_info{*page.missed, cursor});
         }
-        // Checking a row (parsing its JSON, verifying its signature) is most of a poll's work.
-        // On a large page (a backlog) a helper thread checks the second half while this thread
-        // checks and delivers the first; delivery stays on this thread, in order. Only while
-        // the process checks few large pages at once: with a page per core already (several
-        // instances draining), a helper would only take turns with them.
-        auto policy = check_policy(opts.verify);
-        const auto& rows = page.events;
-        std::vector<detail::checked_row> checked(rows.size());
-        auto check = [&](std::size_t i) {
-          if (targets_me(rows[i])) checked[i] = detail::check_row(rows[i], policy);
-        };
-        std::size_t split = rows.size();
-        busy_checking busy(rows.size() >= k_parallel_check_rows);
-        std::future<void> helper;  // destroyed (joined) before `checked`
-        if (busy.with_helper) {
-          try {
-            helper =
-                std::async(std::launch::async, [&check, half = rows.size() / 2, n = rows.size()] {
-                  for (std::size_t i = half; i < n; ++i) check(i);
-                });
-            split = rows.size() / 2;
-          } catch (const std::system_error& e) {  // no thread to be had: check on this one
-            // Nothing is lost (the page is checked on this thread); said once per queue.
-            if (!helper_warned.exchange(true)) {
-              log(log_level::warning,
-                  std::string("cannot start a thread to check a large page, checking on the "
-                              "poller's alone (said once): ") +
-                      e.what());
-            }
-          }
-        }
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-          if (i < split) {
-            check(i);
-          } else if (i == split) {
-            helper.get();  // rethrows what checking threw
-          }
-          const auto& row = rows[i];
-          if (!targets_me(row)) continue;
-          if (checked[i].verdict != detail::row_verdict::ok) {
-            count_refusal(row, checked[i]);
-            continue;
-          }
-          auto out = disp->dispatch(row, checked[i].data);
-          checked[i] = {};  // a page of large payloads is not held parsed in full
-          if (out.delivered) ++count;
-          if (out.unknown_type) ++unknown_types;
-          if (out.undecodable) ++undecodable;
-          handler_errors += out.handler_errors;
-        }
+        count += deliver(page.events);
       }
       if (page.next_cursor != cursor) {
         store->store_cursor(opts.instance_name, page.next_cursor);
@@ -585,6 +536,62 @@ struct queue::impl {
     last_poll_us =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
             .count();
+    return count;
+  }
+
+  // Checks and delivers one page's rows in order; returns those delivered to a handler.
+  // REQUIRES: poll_mutex held, inside a dispatcher scope.
+  //
+  // Checking a row (parsing its JSON, verifying its signature) is most of a poll's work. On a
+  // large page (a backlog) a helper thread checks the second half while this thread checks and
+  // delivers the first; delivery stays on this thread, in order. Only while the process checks
+  // few large pages at once: with a page per core already (several instances draining), a
+  // helper would only take turns with them.
+  std::size_t deliver(const std::vector<event_record>& rows) {
+    auto policy = check_policy(opts.verify);
+    std::vector<detail::checked_row> checked(rows.size());
+    auto check = [&](std::size_t i) {
+      if (targets_me(rows[i])) checked[i] = detail::check_row(rows[i], policy);
+    };
+    std::size_t split = rows.size();
+    busy_checking busy(rows.size() >= k_parallel_check_rows);
+    std::future<void> helper;  // destroyed (joined) before `checked`
+    if (busy.with_helper) {
+      try {
+        helper = std::async(std::launch::async, [&check, half = rows.size() / 2, n = rows.size()] {
+          for (std::size_t i = half; i < n; ++i) check(i);
+        });
+        split = rows.size() / 2;
+      } catch (const std::system_error& e) {  // no thread to be had: check on this one
+        // Nothing is lost (the page is checked on this thread); said once per queue.
+        if (!helper_warned.exchange(true)) {
+          log(log_level::warning,
+              std::string("cannot start a thread to check a large page, checking on the "
+                          "poller's alone (said once): ") +
+                  e.what());
+        }
+      }
+    }
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (i < split) {
+        check(i);
+      } else if (i == split) {
+        helper.get();  // rethrows what checking threw
+      }
+      const auto& row = rows[i];
+      if (!targets_me(row)) continue;
+      if (checked[i].verdict != detail::row_verdict::ok) {
+        count_refusal(row, checked[i]);
+        continue;
+      }
+      auto out = disp->dispatch(row, checked[i].data);
+      checked[i] = {};  // a page of large payloads is not held parsed in full
+      if (out.delivered) ++count;
+      if (out.unknown_type) ++unknown_types;
+      if (out.undecodable) ++undecodable;
+      handler_errors += out.handler_errors;
+    }
     return count;
   }
 
