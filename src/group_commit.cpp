@@ -40,7 +40,7 @@ std::vector<std::int64_t> group_commit::submit(std::vector<event_record> rows) {
     }
     lk.lock();
   }
-  lead(lk);  // our request is the oldest pending: it is in this group
+  lead(lk);  // our request is the oldest pending: it is in this group (returns unlocked)
   if (me->failure) std::rethrow_exception(me->failure);
   return std::move(me->ids);
 }
@@ -108,7 +108,6 @@ void group_commit::lead(std::unique_lock<std::mutex>& lk) {
     r->state.store(k_done, std::memory_order_release);
     r->state.notify_one();
   }
-  lk.lock();  // the caller expects it held
 }
 
 std::uint64_t group_commit::commits() const {

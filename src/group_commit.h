@@ -57,7 +57,8 @@ class group_commit {
     std::atomic<int> state{k_waiting};  // its raiser sleeps on it (atomic wait)
   };
 
-  // REQUIRES: m_mutex held by `lk`, m_leader_active set by the caller. Commits one group.
+  // REQUIRES: m_mutex held by `lk`, m_leader_active set by the caller. Commits one group and
+  // returns with the mutex released (the group is woken after it is).
   void lead(std::unique_lock<std::mutex>& lk);
 
   append_function m_append;
