@@ -538,10 +538,6 @@ auto postgres_storage::on_reader(const char* what, F&& f) {
 
 // ---- writes ----------------------------------------------------------------------------------
 
-// One round trip: a single INSERT in autocommit is atomic, and PostgreSQL's own group commit
-// lets concurrent raisers on other connections share the WAL flush. The NOTIFY is sent after
-// the commit by the notifier thread: inside the transaction it would take PostgreSQL's
-// database-wide notify lock until the commit is flushed, serialising every raising connection.
 // Several rows in one statement, their fields joined (see joined()); nullopt when a field
 // holds the separator. Empty key ids and signatures become NULL (unsigned rows).
 std::optional<std::vector<std::int64_t>> postgres_storage::insert_joined(
@@ -576,6 +572,10 @@ std::optional<std::vector<std::int64_t>> postgres_storage::insert_joined(
   return ids;
 }
 
+// One round trip: a single INSERT in autocommit is atomic, and PostgreSQL's own group commit
+// lets concurrent raisers on other connections share the WAL flush. The NOTIFY is sent after
+// the commit by the notifier thread: inside the transaction it would take PostgreSQL's
+// database-wide notify lock until the commit is flushed, serialising every raising connection.
 std::vector<std::int64_t> postgres_storage::append(std::span<const event_record> events) {
   std::vector<std::int64_t> ids;
   ids.reserve(events.size());
