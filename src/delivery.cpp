@@ -1,6 +1,7 @@
 #include "delivery.h"
 
 #include <future>
+#include <string>
 #include <system_error>
 #include <thread>
 
@@ -84,6 +85,7 @@ bool delivery::targets_me(const event_record& r) const {
 }
 
 std::size_t delivery::poll(const std::function<bool()>& keep_going) {
+  refuse_reentry("poll_once()");
   std::lock_guard lk(m_poll_mutex);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
@@ -91,6 +93,7 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   read_result page;
   do {
     page = m_store.read(m_cursor, m_opts.page_size);
+    bool whole_page = true;
     {
       dispatcher::scope scope(m_disp);
       if (page.missed) {
@@ -98,8 +101,11 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
         log(log_level::warning, "missed events: " + *page.missed);
         m_counters.handler_errors += m_disp.dispatch_missed(missed_info{*page.missed, m_cursor});
       }
-      count += deliver(page.events);
+      count += deliver(page.events, keep_going, whole_page);
     }
+    // A page left half-way (stop() between two rows) keeps the cursor before it: its rows are
+    // delivered again, at least once, by the next poll.
+    if (!whole_page) break;
     if (page.next_cursor != m_cursor) {
       m_store.store_cursor(m_opts.instance_name, page.next_cursor);
       m_cursor = page.next_cursor;
@@ -114,6 +120,16 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   return count;
 }
 
+void delivery::refuse_reentry(const char* call) const {
+  if (m_disp.in_dispatch()) {
+    throw error(errc::invalid_argument,
+                std::string(call) +
+                    " called from an event handler of the same queue: it would wait for the "
+                    "poll that runs the handler. Call it from another thread, or after the "
+                    "handler returns");
+  }
+}
+
 // Checks and delivers one page's rows in order; returns those delivered to a handler.
 // REQUIRES: m_poll_mutex held, inside a dispatcher scope.
 //
@@ -122,7 +138,8 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
 // delivers the first; delivery stays on this thread, in order. Only while the process checks
 // few large pages at once: with a page per core already (several instances draining), a
 // helper would only take turns with them.
-std::size_t delivery::deliver(const std::vector<event_record>& rows) {
+std::size_t delivery::deliver(const std::vector<event_record>& rows,
+                              const std::function<bool()>& keep_going, bool& whole_page) {
   auto policy = check_policy(m_opts.verify);
   std::vector<checked_row> checked(rows.size());
   auto check = [&](std::size_t i) {
@@ -156,6 +173,10 @@ std::size_t delivery::deliver(const std::vector<event_record>& rows) {
     }
     const auto& row = rows[i];
     if (!targets_me(row)) continue;
+    if (!keep_going()) {  // stop() waits for the running handler, not for the page
+      whole_page = false;
+      break;
+    }
     if (checked[i].verdict != row_verdict::ok) {
       count_refusal(row, checked[i]);
       continue;
@@ -193,6 +214,7 @@ void delivery::count_refusal(const event_record& row, const checked_row& checked
 }
 
 std::vector<rejected_row> delivery::find_rejected(std::size_t max_rows) {
+  refuse_reentry("find_rejected_rows()");
   std::lock_guard lk(m_poll_mutex);
   return scan_rejected(m_store, m_keys, m_opts, max_rows);
 }
