@@ -48,6 +48,7 @@ class queue_source final : public event_source {
 
 // Reads a registry row into `out` (local == false); returns why it is not one, or "".
 std::string read_row(const event_record& row, const nlohmann::json& data, event_notification& out) {
+  if (row.type.size() != 36) return "EventType is not a GUID";  // most rows: no exception
   try {
     out.event_id = guid::parse(row.type);
   } catch (const error&) {
