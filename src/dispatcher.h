@@ -17,7 +17,7 @@ namespace eventq::detail {
 
 /// Thread-safe. Handlers are kept in an immutable table swapped on every change, so dispatch
 /// reads a snapshot without holding a lock while handlers run.
-class dispatcher {
+class dispatcher : public subscription_owner {
  public:
   explicit dispatcher(log_function log) : m_log(std::move(log)) {}
 
@@ -26,8 +26,8 @@ class dispatcher {
   std::uint64_t add_missed(missed_handler handler);
   /// Unregisters; waits for a running call of that handler (not for the rest of the page)
   /// unless called from the dispatching thread.
-  void remove(std::uint64_t id) noexcept;
-  bool contains(std::uint64_t id) const noexcept;
+  void remove(std::uint64_t id) noexcept override;
+  bool contains(std::uint64_t id) const noexcept override;
 
   /// What happened to one row.
   struct outcome {

@@ -3,10 +3,12 @@
 
 #include "eventq/error.h"
 #include "eventq/event.h"
+#include "eventq/guid.h"
 #include "eventq/metrics.h"
 #include "eventq/operations.h"
 #include "eventq/options.h"
 #include "eventq/queue.h"
+#include "eventq/registry.h"
 #include "eventq/signing.h"
 #include "eventq/storage.h"
 #include "eventq/subscription.h"

@@ -7,19 +7,27 @@
 namespace eventq {
 
 namespace detail {
-class dispatcher;
-}
+/// What a subscription unregisters from: a queue's dispatcher, an event_registry's events.
+class subscription_owner {
+ public:
+  virtual ~subscription_owner() = default;
+  /// Unregisters handler `id`; waits for a running call of it unless on that call's thread.
+  virtual void remove(std::uint64_t id) noexcept = 0;
+  virtual bool contains(std::uint64_t id) const noexcept = 0;
+};
+}  // namespace detail
 
-/// Keeps one handler registered with a queue; destroying or reset()ting it unregisters the
-/// handler. Move-only. When unregistering from a thread other than the poller, reset() waits
-/// for a call of that handler already running to return (that call only, not the rest of the
-/// page), so whatever the handler captured may be
-/// destroyed right after; from inside a handler it does not wait. Outliving the queue is safe.
+/// Keeps one handler registered with a queue (or with an event_registry's event); destroying or
+/// reset()ting it unregisters the handler. Move-only. When unregistering from a thread other
+/// than the one running the handler, reset() waits for a call of that handler already running
+/// to return (that call only, not the rest of the page), so whatever the handler captured may be
+/// destroyed right after; from inside the handler it does not wait. Outliving the queue (or
+/// registry) is safe.
 /// Thread-safety: one handle must not be used by two threads at once; distinct handles may.
 class [[nodiscard]] subscription {
  public:
   subscription() = default;
-  subscription(std::weak_ptr<detail::dispatcher> owner, std::uint64_t id)
+  subscription(std::weak_ptr<detail::subscription_owner> owner, std::uint64_t id)
       : m_owner(std::move(owner)), m_id(id) {}
   subscription(subscription&& other) noexcept
       : m_owner(std::move(other.m_owner)), m_id(other.m_id) {
@@ -45,7 +53,7 @@ class [[nodiscard]] subscription {
   bool active() const noexcept;
 
  private:
-  std::weak_ptr<detail::dispatcher> m_owner;
+  std::weak_ptr<detail::subscription_owner> m_owner;
   std::uint64_t m_id = 0;
 };
 

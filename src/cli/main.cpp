@@ -53,6 +53,7 @@ struct args {
   std::string db;
   // raise
   std::string type, data, instance = "eventq-cli";
+  std::string event_id, raiser, param = "null";  // a registry event (eventq/registry.h)
   bool local = false, global = false, both = false;
   // tail
   std::string tail_type;
@@ -96,7 +97,34 @@ int run_migrate(const args& a) {
   return 0;
 }
 
+// --event-id, --raiser, --param: the type and payload of a registry row.
+std::pair<std::string, nlohmann::json> registry_event(const args& a) {
+  guid event_id, raiser;
+  try {
+    event_id = guid::parse(a.event_id);
+    raiser = guid::parse(a.raiser);
+  } catch (const error& e) {
+    throw usage_error(std::string("--event-id / --raiser: ") + e.what());
+  }
+  nlohmann::json param = nlohmann::json::parse(a.param, nullptr, false);
+  if (param.is_discarded()) {
+    throw usage_error("--param is not valid JSON: quote text as JSON, e.g. --param '\"page 42\"'");
+  }
+  return {event_id.to_string(), registry_payload(raiser, param)};
+}
+
 int run_raise(const args& a) {
+  if (!a.event_id.empty()) {
+    auto [type, payload] = registry_event(a);
+    args plain = a;
+    plain.event_id.clear();
+    plain.type = type;
+    plain.data = payload.dump();
+    return run_raise(plain);
+  }
+  if (a.type.empty() || a.data.empty()) {
+    throw usage_error("raise needs --type and --data, or --event-id and --raiser (see --help)");
+  }
   nlohmann::json data = nlohmann::json::parse(a.data, nullptr, false);
   if (data.is_discarded()) {
     throw usage_error("--data is not valid JSON: give an object, e.g. --data '{\"page\":42}'");
@@ -124,10 +152,14 @@ int run_tail(const args& a) {
     if (page.missed) std::cerr << "eventq: missed: " << one_line(*page.missed) << '\n';
     for (const auto& e : page.events) {
       if (!a.tail_type.empty() && e.type != a.tail_type) continue;
+      auto registry_row = parse_registry_row(e);  // shown as event id, raiser id, param
       if (a.json) {
-        std::cout << cli::event_json(e).dump() << '\n';
+        auto j = cli::event_json(e);
+        if (registry_row) cli::add_registry_fields(j, *registry_row);
+        std::cout << j.dump() << '\n';
       } else {
-        std::cout << cli::event_line(e) << '\n';
+        std::cout << (registry_row ? cli::registry_line(e, *registry_row) : cli::event_line(e))
+                  << '\n';
       }
       std::cout.flush();
       if (a.count > 0 && ++printed >= a.count) return 0;
@@ -219,8 +251,16 @@ int main(int argc, char** argv) {
 
   auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema; print the version");
   auto* raise = app.add_subcommand("raise", "raise one event, as an instance would");
-  raise->add_option("--type", a.type, "event type name")->required();
-  raise->add_option("--data", a.data, "JSON object payload")->required();
+  auto* type = raise->add_option("--type", a.type, "event type name");
+  auto* data = raise->add_option("--data", a.data, "JSON object payload");
+  auto* event_id = raise->add_option("--event-id", a.event_id,
+                                     "instead of --type/--data: an EPiServer-style event's GUID");
+  auto* raiser = raise->add_option("--raiser", a.raiser, "with --event-id: the raiser's GUID");
+  auto* param = raise->add_option("--param", a.param, "with --event-id: the parameter (JSON)")
+                    ->capture_default_str();
+  event_id->excludes(type)->excludes(data)->needs(raiser);
+  raiser->needs(event_id);
+  param->needs(event_id);
   auto* l = raise->add_flag("--local", a.local, "only to the raising instance");
   auto* g = raise->add_flag("--global", a.global, "to every other instance (the default)");
   auto* b = raise->add_flag("--both", a.both, "to every instance");

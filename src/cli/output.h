@@ -20,6 +20,11 @@ std::string iso_time(std::optional<std::chrono::system_clock::time_point> t);
 std::string event_line(const event_record& e);
 nlohmann::json event_json(const event_record& e);
 
+/// A registry row (eventq/registry.h): the line shows event id, raiser id and parameter; the
+/// JSON object gets "event_id", "raiser_id" and "param" added.
+std::string registry_line(const event_record& e, const event_notification& n);
+void add_registry_fields(nlohmann::json& j, const event_notification& n);
+
 nlohmann::json instance_json(const instance_info& i);
 nlohmann::json stats_json(std::string_view backend, const queue_summary& s,
                           const std::vector<instance_info>& instances);
