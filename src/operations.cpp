@@ -88,7 +88,9 @@ cleanup_report run_cleanup(storage& backend, const cleanup_settings& settings,
   cleanup_report report;
   report.dry_run = settings.dry_run;
   auto now = std::chrono::system_clock::now();
-  expiry bounds{now - settings.keep, now - settings.max_age};
+  expiry bounds{now - settings.keep, now - settings.max_age,
+                std::chrono::duration_cast<std::chrono::milliseconds>(settings.keep),
+                std::chrono::duration_cast<std::chrono::milliseconds>(settings.max_age)};
   auto took = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0);
   };

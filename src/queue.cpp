@@ -57,13 +57,14 @@ std::string_view to_string(raise_mode mode) noexcept {
       return "globally";
     case raise_mode::both:
       return "both";
+    case raise_mode::none:
+      return "none";
   }
   return "unknown";
 }
 
 namespace {
 
-constexpr std::size_t k_max_name_bytes = 200;
 constexpr std::size_t k_min_secret_bytes = 16;
 constexpr const char* k_secret_property = "EQSecret";
 // Pages with at least this many rows are checked on two threads (see impl::poll()).
@@ -87,23 +88,17 @@ struct busy_checking {
   busy_checking& operator=(const busy_checking&) = delete;
 };
 
+// The rule every reader applies (detail::name_problem), so nothing is written that instances
+// refuse.
 void check_name(std::string_view what, std::string_view name) {
+  auto problem = detail::name_problem(what, name);
+  if (problem.empty()) return;
   if (name.empty()) {
-    throw error(errc::invalid_argument, std::string(what) +
-                                            " is empty: give every instance a "
-                                            "stable, unique name such as "
-                                            "\"web-01\"");
+    problem += ": give every instance a stable, unique name such as \"web-01\"";
+  } else if (!detail::valid_utf8(name)) {
+    problem += " (every instance would refuse the event); use UTF-8";
   }
-  if (name.size() > k_max_name_bytes) {
-    throw error(errc::invalid_argument, std::string(what) + " is " + std::to_string(name.size()) +
-                                            " bytes long; the limit is 200");
-  }
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) {
-      throw error(errc::invalid_argument,
-                  std::string(what) + " contains a control character; use printable text");
-    }
-  }
+  throw error(errc::invalid_argument, problem);
 }
 
 void check_key_id(std::string_view what, std::string_view id) {
@@ -250,6 +245,11 @@ std::string random_token() {
 
 batch& batch::add_raw(std::string type, const nlohmann::json& data, raise_mode mode) {
   check_name("event type", type);
+  if (mode == raise_mode::none) {
+    throw error(errc::invalid_argument, "event of type '" + type +
+                                            "' is addressed to nobody (raise_mode::none): raise "
+                                            "it locally, globally or both");
+  }
   if (!data.is_object()) {
     throw error(errc::invalid_argument, "payload of event type '" + type +
                                             "' must be a JSON object, not " + data.type_name());
@@ -481,6 +481,7 @@ struct queue::impl {
   bool targets_me(const event_record& r) const {
     switch (r.mode) {
       case raise_mode::both:
+      case raise_mode::none:  // meant for nobody: every instance refuses and counts it
         return true;
       case raise_mode::globally:
         return r.instance != opts.instance_name;
