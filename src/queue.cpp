@@ -779,6 +779,10 @@ std::vector<rejected_row> queue::find_rejected_rows(std::size_t max_rows) {
   return m_impl->find_rejected(max_rows);
 }
 
+detail::keyring detail::keyring_for(const options& opts, storage& backend) {
+  return make_keyring(opts, backend);
+}
+
 std::vector<rejected_row> find_rejected_rows(storage& backend, const options& opts,
                                              std::size_t max_rows) {
   return scan_rejected(backend, make_keyring(opts, backend), opts, max_rows);

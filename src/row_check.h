@@ -15,6 +15,7 @@
 #include "eventq/event.h"
 #include "eventq/options.h"
 #include "eventq/signing.h"
+#include "eventq/storage.h"
 
 namespace eventq::detail {
 
@@ -68,6 +69,10 @@ bool valid_utf8(std::string_view s) noexcept;
 
 /// At most `max` bytes of `s` with control and non-ASCII bytes written as \xNN: safe to log.
 std::string printable(std::string_view s, std::size_t max = 80);
+
+/// The keys a queue opened with `opts` signs with and accepts: options::secret, else
+/// $EVENTQ_SECRET, else the database's secret (in queue.cpp).
+keyring keyring_for(const options& opts, storage& backend);
 
 // In signing.cpp (OpenSSL).
 std::array<unsigned char, 32> hmac_sha256(std::string_view secret, std::string_view message);

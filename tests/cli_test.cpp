@@ -265,3 +265,51 @@ TEST_CASE("verify lists the rows instances refuse, and exits 1 while there are a
   CHECK(j.at("instance") == "intruder");
   CHECK(j.at("verdict") == "unauthentic");
 }
+
+TEST_CASE("tail marks a forged copy of a genuine row as refused, and escapes control bytes") {
+  database db;
+  std::int64_t genuine = 0;
+  {
+    queue a(db.url, test_options("web-01"));
+    genuine = a.raise_raw("page.changed", {{"page", 1}}, raise_mode::globally);
+  }
+  // A genuine row copied by SQL with another payload: its signature no longer matches.
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, Created, KeyId, Signature) SELECT EventType, '{\"page\": 666}', "
+      "InstanceName, RaiseLocally, RaiseGlobally, Created, KeyId, Signature FROM EventQueue "
+      "WHERE Id = " +
+      std::to_string(genuine));
+#ifdef EVENTQ_TEST_POSTGRES
+  const std::string esc = "chr(27)";
+#else
+  const std::string esc = "char(27)";
+#endif
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally) VALUES ('evil' || " +
+      esc + " || '[2J', '{}', 'x' || " + esc + ", true, true)");
+  auto json = eventq_cmd({"tail", "--db", db.url, "--from-start", "--count", "3", "--json"});
+  REQUIRE(json.code == 0);
+  auto lines = lines_of(json.out);
+  REQUIRE(lines.size() == 3);
+  auto first = nlohmann::json::parse(lines[0]);
+  auto forged = nlohmann::json::parse(lines[1]);
+  CHECK(first.at("verdict") == "ok");
+  CHECK(forged.at("verdict") == "unauthentic");
+  CHECK(forged.at("reason").get<std::string>().find("signature does not match") !=
+        std::string::npos);
+  CHECK(forged.at("data").at("page") == 666);
+  auto text = eventq_cmd({"tail", "--db", db.url, "--from-start", "--count", "3"});
+  REQUIRE(text.code == 0);
+  auto text_lines = lines_of(text.out);
+  REQUIRE(text_lines.size() == 3);
+  CHECK(text_lines[0].rfind("REFUSED", 0) == std::string::npos);
+  CHECK(text_lines[1].rfind("REFUSED (unauthentic: signature does not match", 0) == 0);
+  CHECK(text.out.find('\x1b') == std::string::npos);
+  CHECK(text_lines[2].find("evil\\x1b[2J from x\\x1b") != std::string::npos);
+  // verify prints the same names escaped.
+  auto verified = eventq_cmd({"verify", "--db", db.url});
+  CHECK(verified.code == 1);
+  CHECK(verified.out.find('\x1b') == std::string::npos);
+}

@@ -124,10 +124,15 @@ int run_tail(const args& a) {
     if (page.missed) std::cerr << "eventq: missed: " << one_line(*page.missed) << '\n';
     for (const auto& e : page.events) {
       if (!a.tail_type.empty() && e.type != a.tail_type) continue;
+      // What the instances will do with it: a forged or malformed row is marked, not shown as
+      // if it were an event.
+      auto refusal = f.judge(e);
       if (a.json) {
-        std::cout << cli::event_json(e).dump() << '\n';
+        std::cout << cli::event_json(e, refusal)
+                         .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                  << '\n';
       } else {
-        std::cout << cli::event_line(e) << '\n';
+        std::cout << cli::event_line(e, refusal) << '\n';
       }
       std::cout.flush();
       if (a.count > 0 && ++printed >= a.count) return 0;
@@ -175,11 +180,11 @@ int run_verify(const args& a) {
                                   {"instance", r.row.instance},
                                   {"verdict", r.verdict},
                                   {"reason", r.reason}}
-                       .dump()
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << '\n';
     } else {
-      std::cout << r.row.id << '\t' << r.verdict << '\t' << r.row.type << '\t' << r.row.instance
-                << '\t' << one_line(r.reason) << '\n';
+      std::cout << r.row.id << '\t' << r.verdict << '\t' << cli::escaped(r.row.type) << '\t'
+                << cli::escaped(r.row.instance) << '\t' << cli::escaped(r.reason) << '\n';
     }
   }
   std::cerr << "eventq: " << rows.size() << " row(s) would be refused\n";
