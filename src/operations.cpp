@@ -6,6 +6,7 @@
 #include "backends.h"
 #include "eventq/error.h"
 #include "row_check.h"
+#include "validation.h"
 
 namespace eventq {
 
@@ -49,7 +50,7 @@ void follower::interrupt() { m_store->interrupt(); }
 
 std::optional<rejected_row> follower::judge(const event_record& row) {
   if (!m_checker)
-    m_checker = std::make_unique<checker>(checker{detail::keyring_for(m_opts, *m_store)});
+    m_checker = std::make_unique<checker>(checker{detail::make_keyring(m_opts, *m_store)});
   auto checked =
       detail::check_row(row, {&m_checker->keys, verify_mode::required, m_opts.max_payload_bytes,
                               std::chrono::system_clock::now()});

@@ -1,12 +1,9 @@
 #include "row_check.h"
 
 #include "util.h"
+#include "validation.h"
 
 namespace eventq::detail {
-
-namespace {
-constexpr std::size_t k_max_name_bytes = 200;
-}  // namespace
 
 const signing_key* keyring::find(std::string_view id) const {
   if (signer.id == id) return &signer;
@@ -83,19 +80,6 @@ std::string printable(std::string_view s, std::size_t max) {
   }
   if (s.size() > max) out += "...";
   return out;
-}
-
-std::string name_problem(std::string_view what, std::string_view name) {
-  if (name.empty()) return std::string(what) + " is empty";
-  if (name.size() > k_max_name_bytes) {
-    return std::string(what) + " is " + std::to_string(name.size()) +
-           " bytes long; the limit is 200";
-  }
-  if (!valid_utf8(name)) return std::string(what) + " is not valid UTF-8";
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) return std::string(what) + " contains a control character";
-  }
-  return {};
 }
 
 std::string payload_problem(std::string_view data, nlohmann::json* parsed) {

@@ -15,7 +15,6 @@
 #include "eventq/event.h"
 #include "eventq/options.h"
 #include "eventq/signing.h"
-#include "eventq/storage.h"
 
 namespace eventq::detail {
 
@@ -57,8 +56,7 @@ checked_row check_row(const event_record& row, const row_check_policy& policy);
 // outbox helper in eventq/postgres.h) and the reader (check_row), so that nothing is written
 // that every reader refuses. Each returns "" when the value is acceptable, else what is wrong.
 
-/// Names (event type, instance name): 1 to 200 bytes of UTF-8 without control characters.
-std::string name_problem(std::string_view what, std::string_view name);
+// Names (event type, instance name): name_problem() in validation.h.
 /// A payload: JSON text without NUL bytes whose value is an object (stored in `parsed` if given).
 std::string payload_problem(std::string_view data, nlohmann::json* parsed = nullptr);
 /// Created: a time eventq can hold (see event_record::created).
@@ -69,10 +67,6 @@ bool valid_utf8(std::string_view s) noexcept;
 
 /// At most `max` bytes of `s` with control and non-ASCII bytes written as \xNN: safe to log.
 std::string printable(std::string_view s, std::size_t max = 80);
-
-/// The keys a queue opened with `opts` signs with and accepts: options::secret, else
-/// $EVENTQ_SECRET, else the database's secret (in queue.cpp).
-keyring keyring_for(const options& opts, storage& backend);
 
 // In signing.cpp (OpenSSL).
 std::array<unsigned char, 32> hmac_sha256(std::string_view secret, std::string_view message);

@@ -8,6 +8,7 @@
 #include "eventq/postgres.h"
 #include "eventq/signing.h"
 #include "row_check.h"
+#include "validation.h"
 #include "util.h"
 
 namespace eventq::postgres {
