@@ -2,6 +2,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -168,4 +169,51 @@ TEST_CASE("a cursor ahead of the newest Id (restored database) raises Missed and
   auto next = a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
   b.poll_once();
   CHECK(got == std::vector<std::int64_t>{next});
+}
+
+TEST_CASE("rows deleted by hand in the middle of a page or a paged backlog give one Missed") {
+  for (std::size_t page_size : {std::size_t{500}, std::size_t{2}}) {
+    CAPTURE(page_size);
+    temp_dir dir;
+    auto db = dir.file("e.db");
+    queue a("sqlite:" + db, test_options("a"));
+    auto ob = test_options("b");
+    ob.page_size = page_size;
+    queue b("sqlite:" + db, ob);
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < 6; ++i) ids.push_back(a.raise_raw("t", {{"n", i}}, raise_mode::globally));
+    sqlite_exec(db, "DELETE FROM EventQueue WHERE Id = " + std::to_string(ids[2]));
+    std::vector<std::int64_t> got;
+    std::vector<std::string> missed;
+    auto sub =
+        b.subscribe_all([&](const event_record& r, const nlohmann::json&) { got.push_back(r.id); });
+    auto m = b.on_missed([&](const missed_info& i) { missed.push_back(i.reason); });
+    b.poll_once();
+    b.poll_once();
+    CHECK(missed.size() == 1);
+    CHECK(got == std::vector<std::int64_t>{ids[0], ids[1], ids[3], ids[4], ids[5]});
+  }
+}
+
+TEST_CASE("a raise with a name no reader accepts fails at the call; a concurrent raise commits") {
+  temp_dir dir;
+  auto url = "sqlite:" + dir.file("e.db");
+  queue a(url, test_options("a"));
+  CHECK_THROWS_AS(queue(url, test_options("caf\xe9")), error);
+  std::atomic<int> refused{0}, other_errors{0};
+  std::thread bad([&] {
+    for (int i = 0; i < 30; ++i) {
+      try {
+        a.raise_raw("caf\xe9", nlohmann::json::object(), raise_mode::both);
+      } catch (const error& e) {
+        (e.code() == errc::invalid_argument ? refused : other_errors)++;
+      }
+    }
+  });
+  for (int i = 0; i < 30; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::both);
+  bad.join();
+  CHECK(refused == 30);
+  CHECK(other_errors == 0);
+  CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueue") == 30);
+  CHECK_THROWS_AS(a.raise_raw("t", nlohmann::json::object(), raise_mode::none), error);
 }
