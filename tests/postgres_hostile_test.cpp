@@ -235,3 +235,37 @@ TEST_CASE("cleanup measures its cutoffs by the server's clock") {
   CHECK(a.backend().delete_expired(bounds, 100) == 0);
   CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "1");
 }
+
+TEST_CASE("migration 4 reports the stored rows that break its new rules and keeps them") {
+  // A schema at version 3 (the migrations run by hand), holding an infinity row.
+  auto schema = pg::fresh_schema();
+  {
+    auto c = pg::connect(schema);
+    pqxx::work tx(*c);
+    tx.exec("CREATE SCHEMA " + schema);
+    tx.exec(
+        "CREATE TABLE EventQueueSchema (Version int PRIMARY KEY, Description text NOT NULL, "
+        "AppliedAt timestamptz NOT NULL DEFAULT now())");
+    const char* names[] = {"0001_initial", "0002_operations", "0003_signatures"};
+    for (int v = 1; v <= 3; ++v) {
+      tx.exec(read_file(std::string(EVENTQ_SOURCE_DIR) + "/migrations/postgres/" + names[v - 1] +
+                        ".sql"));
+      tx.exec("INSERT INTO EventQueueSchema (Version, Description) VALUES (" + std::to_string(v) +
+              ", '" + names[v - 1] + "')");
+    }
+    tx.exec(
+        "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+        "RaiseGlobally, Created) VALUES ('t', '{}', 'x', true, true, 'infinity')");
+    tx.commit();
+  }
+  log_capture logs;
+  queue q(pg::url_with_schema(schema), test_options("a", &logs));
+  CHECK(pg::text(schema, "SELECT max(Version) FROM EventQueueSchema") == "4");
+  CHECK(
+      logs.contains("eventq migration 0004: 1 rows of EventQueue have a Created that is not "
+                    "finite"));
+  CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "1");
+  auto rejected = q.find_rejected_rows();
+  REQUIRE(rejected.size() == 1);
+  CHECK(rejected[0].verdict == "malformed");
+}
