@@ -62,6 +62,12 @@ struct deletion_record {
 /// Reads "deleter/below/s1,s2,...;deleter/below/..." (below may be empty); nullopt if garbled.
 std::optional<std::vector<deletion_record>> parse_deletions(std::string_view s);
 
+// Reading is split in two so that the way rows are selected can change without touching the
+// decisions: plan_read() says what to ask, decide_read() what the answer means. PgQ's way (rows
+// whose Stamp lies between the previous snapshot's xmax and the current one's, plus the
+// previous snapshot's in-progress ids, instead of "Stamp >= xmin" filtered by visibility) is
+// another plan with the same decisions: the page facts and the deletion check stay as they are.
+
 /// The arguments of the page statements for a cursor.
 struct read_plan {
   bool paging = false;
