@@ -8,8 +8,8 @@
 #include "eventq/postgres.h"
 #include "eventq/signing.h"
 #include "row_check.h"
-#include "validation.h"
 #include "util.h"
+#include "validation.h"
 
 namespace eventq::postgres {
 
