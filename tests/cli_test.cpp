@@ -323,3 +323,22 @@ TEST_CASE("tail marks a forged copy of a genuine row as refused, and escapes con
   CHECK(verified.code == 1);
   CHECK(verified.out.find('\x1b') == std::string::npos);
 }
+
+#ifdef EVENTQ_TEST_POSTGRES
+TEST_CASE("an infinity row (stored before schema 4): verify lists it, stats works") {
+  database db;
+  { queue a(db.url, test_options("web-01")); }
+  db.exec("ALTER TABLE EventQueue DROP CONSTRAINT EventQueue_Created");
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, Created) VALUES ('t', '{}', 'x', true, true, 'infinity')");
+  auto verified = eventq_cmd({"verify", "--db", db.url, "--json"});
+  CHECK(verified.code == 1);
+  auto rows = lines_of(verified.out);
+  REQUIRE(rows.size() == 1);
+  CHECK(nlohmann::json::parse(rows[0]).at("verdict") == "malformed");
+  auto stats = eventq_cmd({"stats", "--db", db.url, "--json"});
+  CHECK(stats.code == 0);
+  CHECK(nlohmann::json::parse(stats.out).at("rows") == 1);
+}
+#endif
