@@ -269,3 +269,42 @@ TEST_CASE("migration 4 reports the stored rows that break its new rules and keep
   REQUIRE(rejected.size() == 1);
   CHECK(rejected[0].verdict == "malformed");
 }
+
+TEST_CASE("after pg_dump and a restore into a fresh cluster: one Missed, not one per poll") {
+  // The old cluster's transaction counter is well past the new one's, and a deletion was
+  // recorded there: with a single "highest deleted Stamp" every poll on the new cluster said
+  // Missed again.
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  {
+    queue a(url, test_options("a"));
+    queue b(url, test_options("b"));
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < 3; ++i) ids.push_back(a.raise_raw("t", {{"n", i}}, raise_mode::globally));
+    b.poll_once();
+    auto c = pg::connect(schema);
+    pqxx::nontransaction n(*c);  // COMMIT inside DO needs autocommit
+    n.exec(
+        "DO $$ DECLARE target xid8 := (pg_current_xact_id()::text::bigint + 3000)::text::xid8; "
+        "BEGIN WHILE pg_current_xact_id() < target LOOP COMMIT; END LOOP; END $$");
+    n.exec("DELETE FROM " + schema + ".EventQueue WHERE Id = " + std::to_string(ids[0]));
+    b.poll_once();
+  }
+  temp_dir dir;
+  const std::string bin = std::getenv("EVENTQ_TEST_PG_BIN");
+  const std::string dump = dir.file("dump.sql");
+  REQUIRE(std::system(("'" + bin + "/pg_dump' -n " + schema + " -f '" + dump + "' '" +
+                       pg::server_url() + "'")
+                          .c_str()) == 0);
+  const std::string out = dir.file("out");
+  const std::string cmd = "'" + std::string(EVENTQ_SOURCE_DIR) +
+                          "/scripts/with-postgres' sh -c '\"$EVENTQ_TEST_PG_BIN/psql\" -X -q -v "
+                          "ON_ERROR_STOP=1 -f " +
+                          dump + " \"$EVENTQ_TEST_PG_URL\" >/dev/null && " + peer_program() +
+                          " missed \"$EVENTQ_TEST_PG_URL?schema=" + schema + "\" b 5' > " + out +
+                          " 2>" + dir.file("err");
+  int rc = std::system(cmd.c_str());
+  INFO(read_file(dir.file("err")));
+  REQUIRE(rc == 0);
+  CHECK(read_file(out).find("missed=1 ") != std::string::npos);
+}
