@@ -214,6 +214,38 @@ bool unprocessed_below(const parsed_cursor& c, std::uint64_t below) {
   return false;
 }
 
+// The Missed reason when an entry of the deletion record new to the cursor names rows it had
+// not processed; nullopt otherwise.
+std::optional<std::string> deletions_missed(const parsed_cursor& c, const page_facts& f) {
+  const snapshot& checked = c.deletions_checked();
+  std::vector<std::uint64_t> lost;
+  bool lost_range = false;
+  for (const auto& del : f.deletions) {
+    // Known already, or not of this incarnation (a committed deleter is below now's xmax).
+    if (checked.sees(del.deleter) || del.deleter >= f.now.xmax) continue;
+    if (del.below && unprocessed_below(c, *del.below)) lost_range = true;
+    for (auto s : del.stamps) {
+      if (!processed(c, s) && s < f.now.xmax) lost.push_back(s);
+    }
+  }
+  if (lost_range || !lost.empty()) {
+    std::sort(lost.begin(), lost.end());
+    lost.erase(std::unique(lost.begin(), lost.end()), lost.end());
+    std::string which;
+    for (std::size_t i = 0; i < lost.size() && i < 3; ++i) {
+      which += (i ? ", " : "") + std::to_string(lost[i]);
+    }
+    if (lost.size() > 3) which += " and " + std::to_string(lost.size() - 3) + " more";
+    return std::string(
+               "events raised after this instance's cursor were deleted before it processed them "
+               "(cleanup ran while it was down, or rows were deleted by hand") +
+           (lost_range ? "; the table was truncated" : "") +
+           (lost.empty() ? "" : "; raised by transaction " + which) +
+           "); continuing with the events still there";
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 read_decision decide_read(std::string_view cursor, const std::optional<parsed_cursor>& cur,
@@ -245,33 +277,7 @@ read_decision decide_read(std::string_view cursor, const std::optional<parsed_cu
                    std::to_string(f.now.xmax) +
                    ": database restored from a backup, cluster changed, or Properties edited)");
   }
-  const snapshot& checked = cur->deletions_checked();
-  std::vector<std::uint64_t> lost;
-  bool lost_range = false;
-  for (const auto& del : f.deletions) {
-    // Known already, or not of this incarnation (a committed deleter is below now's xmax).
-    if (checked.sees(del.deleter) || del.deleter >= f.now.xmax) continue;
-    if (del.below && unprocessed_below(*cur, *del.below)) lost_range = true;
-    for (auto s : del.stamps) {
-      if (!processed(*cur, s) && s < f.now.xmax) lost.push_back(s);
-    }
-  }
-  if (lost_range || !lost.empty()) {
-    std::sort(lost.begin(), lost.end());
-    lost.erase(std::unique(lost.begin(), lost.end()), lost.end());
-    std::string which;
-    for (std::size_t i = 0; i < lost.size() && i < 3; ++i) {
-      which += (i ? ", " : "") + std::to_string(lost[i]);
-    }
-    if (lost.size() > 3) which += " and " + std::to_string(lost.size() - 3) + " more";
-    d.missed =
-        std::string(
-            "events raised after this instance's cursor were deleted before it processed them "
-            "(cleanup ran while it was down, or rows were deleted by hand") +
-        (lost_range ? "; the table was truncated" : "") +
-        (lost.empty() ? "" : "; raised by transaction " + which) +
-        "); continuing with the events still there";
-  }
+  d.missed = deletions_missed(*cur, f);
   const snapshot& t = cur->target ? *cur->target : f.now;
   parsed_cursor next;
   next.incarnation = f.incarnation.empty() ? cur->incarnation : f.incarnation;
