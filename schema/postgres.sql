@@ -124,7 +124,7 @@ END $$;
 CREATE TRIGGER EventQueue_Truncated AFTER TRUNCATE ON EventQueue
   FOR EACH STATEMENT EXECUTE FUNCTION eventq_record_truncated();
 
--- The triggers may run as their owner (SECURITY DEFINER, schema/postgres-roles.sql): their
+-- The deletion triggers run as their owner (SECURITY DEFINER, set below): their
 -- names resolve in this schema first and pg_temp last, so a caller's temporary table cannot
 -- stand in for EventQueueDeleted.
 DO $$
@@ -134,6 +134,10 @@ BEGIN
   EXECUTE format('ALTER FUNCTION eventq_record_truncated() SET search_path = %I, pg_temp',
                  current_schema());
   EXECUTE format('ALTER FUNCTION eventq_stamp() SET search_path = %I, pg_temp', current_schema());
+  -- The record is written with the owner's rights, so a role that may DELETE events needs no
+  -- right on EventQueueDeleted (schema/postgres-roles.sql did this for the old triggers).
+  ALTER FUNCTION eventq_record_deleted() SECURITY DEFINER;
+  ALTER FUNCTION eventq_record_truncated() SECURITY DEFINER;
 END $$;
 
 -- The instance registry (since version 2): one row per instance name that ever opened the queue.

@@ -56,7 +56,7 @@ BEGIN
   RETURN NULL;
 END $$;
 
--- The triggers run as their owner (SECURITY DEFINER, set by schema/postgres-roles.sql), so a
+-- The deletion triggers run as their owner (SECURITY DEFINER, set below), so a
 -- name they use must not resolve to a temporary table of the caller: pg_temp last.
 DO $$
 BEGIN
@@ -65,6 +65,24 @@ BEGIN
   EXECUTE format('ALTER FUNCTION eventq_record_truncated() SET search_path = %I, pg_temp',
                  current_schema());
   EXECUTE format('ALTER FUNCTION eventq_stamp() SET search_path = %I, pg_temp', current_schema());
+  -- The record is written with the owner's rights, so a role that may DELETE events needs no
+  -- right on EventQueueDeleted (schema/postgres-roles.sql did this for the old triggers).
+  ALTER FUNCTION eventq_record_deleted() SECURITY DEFINER;
+  ALTER FUNCTION eventq_record_truncated() SECURITY DEFINER;
+END $$;
+
+-- Roles that read events read the deletion record (every poll does); roles that delete events
+-- prune it. (schema/postgres-roles.sql grants the same; this keeps an upgraded schema working
+-- before it is run again.)
+DO $$
+DECLARE
+  g record;
+BEGIN
+  FOR g IN SELECT DISTINCT grantee, privilege_type FROM information_schema.role_table_grants
+            WHERE table_schema = current_schema() AND table_name = 'eventqueue'
+              AND privilege_type IN ('SELECT', 'DELETE') AND grantee <> current_user LOOP
+    EXECUTE format('GRANT %s ON EventQueueDeleted TO %I', g.privilege_type, g.grantee);
+  END LOOP;
 END $$;
 
 -- Cursors now carry options after ';' (see src/postgres/postgres_cursor.h).
