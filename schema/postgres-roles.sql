@@ -15,8 +15,8 @@
 --                    and then whoever holds the role can forge events).
 --   eventq_operator  read-only: every table, except the 'EQSecret' row.
 --   eventq_cleanup   the cleanup job: read and DELETE events, plus its own cursor row (opening
---                    a queue records one for its instance name). The deletion trigger records
---                    EQDeletedStamp with its owner's rights (SECURITY DEFINER, set below).
+--                    a queue records one for its instance name). The deletion triggers record
+--                    what it deletes with their owner's rights (SECURITY DEFINER, set below).
 --
 -- Then give people and services LOGIN roles that are members of one group, e.g.
 --   CREATE ROLE web1 LOGIN PASSWORD '...' IN ROLE eventq_app;
@@ -46,6 +46,10 @@ GRANT SELECT ON EventQueueSchema TO eventq_app, eventq_operator, eventq_cleanup;
 GRANT SELECT ON EventQueue TO eventq_app, eventq_operator, eventq_cleanup;
 GRANT INSERT ON EventQueue TO eventq_app;
 GRANT DELETE ON EventQueue TO eventq_cleanup;
+-- The deletion record: every instance reads it; the triggers write it (as their owner);
+-- cleanup prunes entries past the hard maximum age.
+GRANT SELECT ON EventQueueDeleted TO eventq_app, eventq_operator, eventq_cleanup;
+GRANT DELETE ON EventQueueDeleted TO eventq_cleanup;
 SELECT format('GRANT USAGE ON SEQUENCE %s TO eventq_app',
               pg_get_serial_sequence(:'schema' || '.eventqueue', 'id')) \gexec
 
@@ -62,9 +66,9 @@ GRANT INSERT, UPDATE ON EventQueueTasks TO eventq_app, eventq_cleanup;
 -- The operator views.
 GRANT SELECT ON EventQueueLag, EventQueueStats TO eventq_app, eventq_operator, eventq_cleanup;
 
--- The deletion trigger writes EQDeletedStamp into Properties, which cleanup may not write
--- itself: the trigger runs with its owner's rights instead (its search_path is pinned, as
--- SECURITY DEFINER requires).
+-- The deletion triggers write EventQueueDeleted, which cleanup may not write itself: they run
+-- with their owner's rights instead (their search_path is pinned to the schema, then pg_temp,
+-- as SECURITY DEFINER requires: a temporary table cannot stand in for the record).
 ALTER FUNCTION eventq_record_deleted() SECURITY DEFINER;
 ALTER FUNCTION eventq_record_truncated() SECURITY DEFINER;
 REVOKE ALL ON FUNCTION eventq_record_deleted(), eventq_record_truncated() FROM PUBLIC;

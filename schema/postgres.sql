@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 3: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 4: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -9,7 +9,8 @@
 -- To create it by hand (e.g. when the application's role may not create tables), run this file
 -- with search_path set to the target schema, then record the version:
 --   INSERT INTO EventQueueSchema (Version, Description)
---     VALUES (1, '0001_initial'), (2, '0002_operations'), (3, '0003_signatures');
+--     VALUES (1, '0001_initial'), (2, '0002_operations'), (3, '0003_signatures'),
+--            (4, '0004_hostile_rows');
 -- Roles with least privilege for applications, operators and cleanup: schema/postgres-roles.sql.
 
 -- Which migrations were applied, and when. The schema version is max(Version).
@@ -34,12 +35,15 @@ CREATE TABLE EventQueue (
   RaiseLocally  boolean     NOT NULL,
   -- true: delivered to every other instance.
   RaiseGlobally boolean     NOT NULL,
-  -- The id of the transaction that raised it. Instances read by snapshot: a poll delivers the
+  -- The id of the transaction that raised it, always: the trigger EventQueue_Stamp sets it
+  -- whatever an INSERT says, and refuses to change it (since version 4). Instances read by snapshot: a poll delivers the
   -- rows whose Stamp is visible in the current snapshot and was not in the previous one
   -- (pg_visible_in_snapshot), so a transaction that commits late lands in a later poll.
   Stamp         xid8        NOT NULL DEFAULT pg_current_xact_id(),
-  -- When it was raised (compare with now() - interval '1 day').
-  Created       timestamptz NOT NULL DEFAULT now(),
+  -- When it was raised (compare with now() - interval '1 day'). Finite (since version 4;
+  -- rows stored before are refused by instances and listed by `eventq verify`).
+  Created       timestamptz NOT NULL DEFAULT now() CONSTRAINT EventQueue_Created
+                CHECK (isfinite(Created)),
   -- The id of the key that signed the row (options::key_id). NULL: unsigned, refused by
   -- instances that verify (the default).
   KeyId         text,
@@ -62,38 +66,79 @@ CREATE INDEX EventQueue_Created ON EventQueue (Created);
 --   EQSecret: the signing secret when the application gives none (options::secret,
 --     EVENTQ_SECRET): created by the first instance. Whoever can read it can forge events;
 --     keep it outside the database where writers are not all trusted (docs/security.md).
---   EQDeletedStamp: the highest Stamp ever deleted (kept by the triggers below). An instance
---     whose cursor does not see it lost events to cleanup and reports Missed.
+--     Since version 4 either may end in ';c=<snapshot>' (where the instance last read
+--     EventQueueDeleted) and ';db=<system identifier>.<timeline>' (the database incarnation it
+--     belongs to; another one gives Missed once, then a start from the current snapshot).
 CREATE TABLE Properties (
   Key   text PRIMARY KEY,
   Value text NOT NULL
 );
 
--- Deleting rows (cleanup, or by hand) records the highest deleted Stamp.
-CREATE FUNCTION eventq_record_deleted() RETURNS trigger LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $$
+-- Stamp is the inserting transaction's id, whatever the INSERT says; it never changes.
+CREATE FUNCTION eventq_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO Properties (Key, Value)
-    SELECT 'EQDeletedStamp', max(Stamp)::text FROM eventq_deleted HAVING count(*) > 0
-  ON CONFLICT (Key) DO UPDATE
-    SET Value = greatest(Properties.Value::xid8, EXCLUDED.Value::xid8)::text;
+  IF TG_OP = 'INSERT' THEN
+    NEW.Stamp := pg_catalog.pg_current_xact_id();
+  ELSIF NEW.Stamp IS DISTINCT FROM OLD.Stamp THEN
+    RAISE EXCEPTION 'EventQueue.Stamp cannot be changed (row %)', OLD.Id;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER EventQueue_Stamp BEFORE INSERT OR UPDATE OF Stamp ON EventQueue
+  FOR EACH ROW EXECUTE FUNCTION eventq_stamp();
+
+-- The deletion record (since version 4): one row per statement that deleted events. Each
+-- instance reads the entries committed since its last read and reports Missed once when one
+-- names a transaction whose events it had not processed (beyond its snapshot, or in its
+-- in-progress list). Cleanup deletes entries older than the hard maximum age.
+CREATE TABLE EventQueueDeleted (
+  -- The deleting transaction.
+  Deleter xid8        NOT NULL DEFAULT pg_current_xact_id(),
+  -- TRUNCATE: every Stamp below this may be gone. NULL for a DELETE.
+  Below   xid8,
+  -- DELETE: the distinct Stamps of the rows it deleted.
+  Stamps  xid8[],
+  -- When (for pruning).
+  At      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX EventQueueDeleted_Deleter ON EventQueueDeleted (Deleter);
+CREATE INDEX EventQueueDeleted_At ON EventQueueDeleted (At);
+
+-- Deleting rows (cleanup, or by hand) records their Stamps.
+CREATE FUNCTION eventq_record_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO EventQueueDeleted (Stamps)
+    SELECT array_agg(DISTINCT Stamp ORDER BY Stamp) FROM eventq_deleted HAVING count(*) > 0;
   RETURN NULL;
 END $$;
 CREATE TRIGGER EventQueue_Deleted AFTER DELETE ON EventQueue
   REFERENCING OLD TABLE AS eventq_deleted
   FOR EACH STATEMENT EXECUTE FUNCTION eventq_record_deleted();
 
--- TRUNCATE: every instance reports Missed once (it cannot tell what it had processed).
-CREATE FUNCTION eventq_record_truncated() RETURNS trigger LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $$
+-- TRUNCATE: every instance that had not processed everything reports Missed once.
+CREATE FUNCTION eventq_record_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO Properties (Key, Value) VALUES ('EQDeletedStamp', pg_current_xact_id()::text)
-  ON CONFLICT (Key) DO UPDATE
-    SET Value = greatest(Properties.Value::xid8, EXCLUDED.Value::xid8)::text;
+  INSERT INTO EventQueueDeleted (Below) VALUES (pg_catalog.pg_current_xact_id());
   RETURN NULL;
 END $$;
 CREATE TRIGGER EventQueue_Truncated AFTER TRUNCATE ON EventQueue
   FOR EACH STATEMENT EXECUTE FUNCTION eventq_record_truncated();
+
+-- The deletion triggers run as their owner (SECURITY DEFINER, set below): their
+-- names resolve in this schema first and pg_temp last, so a caller's temporary table cannot
+-- stand in for EventQueueDeleted.
+DO $$
+BEGIN
+  EXECUTE format('ALTER FUNCTION eventq_record_deleted() SET search_path = %I, pg_temp',
+                 current_schema());
+  EXECUTE format('ALTER FUNCTION eventq_record_truncated() SET search_path = %I, pg_temp',
+                 current_schema());
+  EXECUTE format('ALTER FUNCTION eventq_stamp() SET search_path = %I, pg_temp', current_schema());
+  -- The record is written with the owner's rights, so a role that may DELETE events needs no
+  -- right on EventQueueDeleted (schema/postgres-roles.sql did this for the old triggers).
+  ALTER FUNCTION eventq_record_deleted() SECURITY DEFINER;
+  ALTER FUNCTION eventq_record_truncated() SECURITY DEFINER;
+END $$;
 
 -- The instance registry (since version 2): one row per instance name that ever opened the queue.
 -- A running instance renews its lease every third of options::lease (default 30 s); a second
@@ -140,7 +185,7 @@ CREATE TABLE EventQueueTasks (
 CREATE FUNCTION eventq_cursor_snapshot(cursor text) RETURNS pg_snapshot
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-  RETURN split_part(cursor, '|', 1)::pg_snapshot;
+  RETURN split_part(split_part(cursor, ';', 1), '|', 1)::pg_snapshot;
 EXCEPTION WHEN others THEN
   RETURN NULL;
 END $$;

@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 3: the whole current schema, for operators.
+-- eventq schema for SQLite, version 4: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -34,6 +34,21 @@ CREATE TABLE EventQueue (
 );
 -- Cleanup deletes by age.
 CREATE INDEX EventQueue_Created ON EventQueue (Created);
+
+-- What every instance would refuse on reading is refused at INSERT (since version 4; rows
+-- stored before are refused by instances, counted, and listed by `eventq verify`): a row
+-- addressed to nobody, and a Created that is not a time in eventq's format and range.
+CREATE TRIGGER EventQueue_Flags BEFORE INSERT ON EventQueue
+  WHEN NEW.RaiseLocally = 0 AND NEW.RaiseGlobally = 0
+BEGIN
+  SELECT RAISE(ABORT, 'EventQueue: a row addressed to nobody (RaiseLocally and RaiseGlobally both 0)');
+END;
+CREATE TRIGGER EventQueue_Created BEFORE INSERT ON EventQueue
+  WHEN typeof(NEW.Created) <> 'text' OR julianday(NEW.Created) IS NULL
+    OR NEW.Created < '1678' OR NEW.Created >= '2262'
+BEGIN
+  SELECT RAISE(ABORT, 'EventQueue: Created must be a UTC time YYYY-MM-DD HH:MM:SS[.SSS] between 1678 and 2261');
+END;
 
 -- Key/value settings. Each instance's cursor is the row 'EQStamp_<instance name>', its value
 -- the Id of the last event it processed (Sitecore's layout). 'EQSecret' is the signing secret

@@ -75,6 +75,7 @@ std::string delivery::cursor() const {
 bool delivery::targets_me(const event_record& r) const {
   switch (r.mode) {
     case raise_mode::both:
+    case raise_mode::none:  // meant for nobody: every instance refuses and counts it
       return true;
     case raise_mode::globally:
       return r.instance != m_opts.instance_name;

@@ -5,6 +5,8 @@
 
 #include "backends.h"
 #include "eventq/error.h"
+#include "row_check.h"
+#include "validation.h"
 
 namespace eventq {
 
@@ -16,8 +18,12 @@ std::string_view version() noexcept { return EVENTQ_VERSION; }
 
 // ---- follower --------------------------------------------------------------------------------
 
+struct follower::checker {
+  detail::keyring keys;
+};
+
 follower::follower(std::string_view url, start_position from, const options& opts)
-    : m_store(detail::open_storage(url, opts)) {
+    : m_store(detail::open_storage(url, opts)), m_opts(opts) {
   m_cursor = from == start_position::now ? m_store->head_cursor() : m_store->oldest_cursor();
 }
 
@@ -41,6 +47,17 @@ read_result follower::next(std::chrono::milliseconds timeout, std::size_t limit)
 }
 
 void follower::interrupt() { m_store->interrupt(); }
+
+std::optional<rejected_row> follower::judge(const event_record& row) {
+  if (!m_checker)
+    m_checker = std::make_unique<checker>(checker{detail::make_keyring(m_opts, *m_store)});
+  auto checked =
+      detail::check_row(row, {&m_checker->keys, verify_mode::required, m_opts.max_payload_bytes,
+                              std::chrono::system_clock::now()});
+  if (checked.verdict == detail::row_verdict::ok) return std::nullopt;
+  return rejected_row{row, std::string(detail::to_string(checked.verdict)),
+                      std::move(checked.reason)};
+}
 
 // ---- cleanup ---------------------------------------------------------------------------------
 
@@ -88,7 +105,9 @@ cleanup_report run_cleanup(storage& backend, const cleanup_settings& settings,
   cleanup_report report;
   report.dry_run = settings.dry_run;
   auto now = std::chrono::system_clock::now();
-  expiry bounds{now - settings.keep, now - settings.max_age};
+  expiry bounds{now - settings.keep, now - settings.max_age,
+                std::chrono::duration_cast<std::chrono::milliseconds>(settings.keep),
+                std::chrono::duration_cast<std::chrono::milliseconds>(settings.max_age)};
   auto took = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0);
   };

@@ -51,6 +51,8 @@ std::string_view to_string(raise_mode mode) noexcept {
       return "globally";
     case raise_mode::both:
       return "both";
+    case raise_mode::none:
+      return "none";
   }
   return "unknown";
 }
@@ -63,6 +65,11 @@ using detail::with_logger;
 
 batch& batch::add_raw(std::string type, const nlohmann::json& data, raise_mode mode) {
   check_name("event type", type);
+  if (mode == raise_mode::none) {
+    throw error(errc::invalid_argument, "event of type '" + type +
+                                            "' is addressed to nobody (raise_mode::none): raise "
+                                            "it locally, globally or both");
+  }
   if (!data.is_object()) {
     throw error(errc::invalid_argument, "payload of event type '" + type +
                                             "' must be a JSON object, not " + data.type_name());

@@ -82,6 +82,28 @@ std::string printable(std::string_view s, std::size_t max) {
   return out;
 }
 
+std::string payload_problem(std::string_view data, nlohmann::json* parsed) {
+  // JSON text never holds a raw NUL, and a parser that stops at one would hand handlers
+  // less than what was signed.
+  if (data.find('\0') != std::string_view::npos) return "payload contains a NUL byte";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(data);
+  } catch (const nlohmann::json::exception& e) {
+    return "payload is not valid JSON: " + printable(e.what(), 200);
+  }
+  if (!j.is_object()) return std::string("payload is JSON but not an object: ") + j.type_name();
+  if (parsed) *parsed = std::move(j);
+  return {};
+}
+
+std::string created_problem(std::chrono::system_clock::time_point created) {
+  if (created == std::chrono::system_clock::time_point::min()) {
+    return "Created is not a time eventq writes (infinity, or out of the range 1678-2261)";
+  }
+  return {};
+}
+
 namespace {
 
 checked_row refuse(row_verdict v, std::string reason) {
@@ -116,6 +138,15 @@ checked_row check_row(const event_record& row, const row_check_policy& p) {
                   "payload is " + std::to_string(row.data.size()) + " bytes; the limit is " +
                       std::to_string(p.max_payload_bytes) + " (options::max_payload_bytes)");
   }
+  // Values no signer produces: refused for what they are, before a signature check that
+  // would call them forged.
+  if (row.mode == raise_mode::none) {
+    return refuse(row_verdict::malformed,
+                  "addressed to nobody (RaiseLocally and RaiseGlobally are both 0)");
+  }
+  if (auto problem = created_problem(row.created); !problem.empty()) {
+    return refuse(row_verdict::malformed, std::move(problem));
+  }
   if (p.verify == verify_mode::required) {
     auto problem = verify_problem(row, p);
     if (!problem.empty()) return refuse(row_verdict::unauthentic, std::move(problem));
@@ -124,20 +155,9 @@ checked_row check_row(const event_record& row, const row_check_policy& p) {
        {name_problem("event type", row.type), name_problem("instance name", row.instance)}) {
     if (!problem.empty()) return refuse(row_verdict::malformed, std::move(problem));
   }
-  // JSON text never holds a raw NUL, and a parser that stops at one would hand handlers
-  // less than what was signed.
-  if (row.data.find('\0') != std::string::npos) {
-    return refuse(row_verdict::malformed, "payload contains a NUL byte");
-  }
   checked_row out;
-  try {
-    out.data = nlohmann::json::parse(row.data);
-  } catch (const nlohmann::json::exception& e) {
-    return refuse(row_verdict::malformed, "payload is not valid JSON: " + printable(e.what(), 200));
-  }
-  if (!out.data.is_object()) {
-    return refuse(row_verdict::malformed,
-                  std::string("payload is JSON but not an object: ") + out.data.type_name());
+  if (auto problem = payload_problem(row.data, &out.data); !problem.empty()) {
+    return refuse(row_verdict::malformed, std::move(problem));
   }
   return out;
 }

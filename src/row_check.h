@@ -52,6 +52,16 @@ struct checked_row {
 /// except std::bad_alloc.
 checked_row check_row(const event_record& row, const row_check_policy& policy);
 
+// The one validator of what eventq writes, shared by the writers (queue::raise, batch, the
+// outbox helper in eventq/postgres.h) and the reader (check_row), so that nothing is written
+// that every reader refuses. Each returns "" when the value is acceptable, else what is wrong.
+
+// Names (event type, instance name): name_problem() in validation.h.
+/// A payload: JSON text without NUL bytes whose value is an object (stored in `parsed` if given).
+std::string payload_problem(std::string_view data, nlohmann::json* parsed = nullptr);
+/// Created: a time eventq can hold (see event_record::created).
+std::string created_problem(std::chrono::system_clock::time_point created);
+
 /// True if `s` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
 bool valid_utf8(std::string_view s) noexcept;
 

@@ -35,6 +35,8 @@ char flags_digit(raise_mode mode) {
       return '2';
     case raise_mode::both:
       return '3';
+    case raise_mode::none:
+      return '0';
   }
   return '0';
 }

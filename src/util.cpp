@@ -44,6 +44,8 @@ std::optional<std::chrono::system_clock::time_point> parse_utc(std::string_view 
     return std::nullopt;
   year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  // system_clock counts nanoseconds in 64 bits: years outside about 1678..2262 overflow it.
+  if (y < 1678 || y > 2261) return std::nullopt;
   microseconds frac{0};
   std::size_t pos = 19;
   if (pos < s.size() && s[pos] == '.') {

@@ -13,7 +13,8 @@ namespace eventq::detail {
 /// strftime('%Y-%m-%d %H:%M:%f')), sortable as text.
 std::string format_utc(std::chrono::system_clock::time_point t);
 
-/// Parses format_utc's output (fractional digits optional, 'T' accepted for ' ').
+/// Parses format_utc's output (fractional digits optional, 'T' accepted for ' '); nullopt
+/// also for years outside 1678..2261, which system_clock cannot hold.
 std::optional<std::chrono::system_clock::time_point> parse_utc(std::string_view text);
 
 /// Parses a whole decimal int64; nullopt on anything else (sign, spaces, overflow included).

@@ -62,23 +62,18 @@ std::string name_problem(std::string_view what, std::string_view name) {
   return {};
 }
 
+// The reader's own rule (name_problem), so that nothing is written that every instance refuses.
 void check_name(std::string_view what, std::string_view name) {
+  auto problem = name_problem(what, name);
+  if (problem.empty()) return;
   if (name.empty()) {
-    throw error(errc::invalid_argument, std::string(what) +
-                                            " is empty: give every instance a "
-                                            "stable, unique name such as "
-                                            "\"web-01\"");
+    problem += ": give every instance a stable, unique name such as \"web-01\"";
+  } else if (!valid_utf8(name)) {
+    problem += " (every instance would refuse the event); use UTF-8";
+  } else if (name.size() > k_max_name_bytes) {
+    problem += " (" + std::to_string(name.size()) + " bytes)";
   }
-  if (name.size() > k_max_name_bytes) {
-    throw error(errc::invalid_argument, std::string(what) + " is " + std::to_string(name.size()) +
-                                            " bytes long; the limit is 200");
-  }
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) {
-      throw error(errc::invalid_argument,
-                  std::string(what) + " contains a control character; use printable text");
-    }
-  }
+  throw error(errc::invalid_argument, problem);
 }
 
 keyring make_keyring(const options& o, storage& store) {

@@ -90,7 +90,7 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   database db;
   auto m = eventq_cmd({"--db", db.url, "migrate"});
   CHECK(m.code == 0);
-  CHECK(m.out.find("schema version 3") != std::string::npos);
+  CHECK(m.out.find("schema version 4") != std::string::npos);
 
   queue a(db.url, test_options("web-01"));  // a live instance that has read nothing yet
   auto r1 =
@@ -108,7 +108,7 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   REQUIRE(j.code == 0);
   auto stats = nlohmann::json::parse(j.out);
   CHECK(stats.at("rows") == 3);
-  CHECK(stats.at("schema_version") == 3);
+  CHECK(stats.at("schema_version") == 4);
   CHECK(stats.at("eventq_version") == std::string(eventq::version()));
   if (db.url.rfind("sqlite:", 0) == 0) {  // URL parameters are not part of the file name
     auto w = eventq_cmd({"stats", "--db", db.url + "?watch=off", "--json"});
@@ -275,3 +275,70 @@ TEST_CASE("verify lists the rows instances refuse, and exits 1 while there are a
   CHECK(j.at("instance") == "intruder");
   CHECK(j.at("verdict") == "unauthentic");
 }
+
+TEST_CASE("tail marks a forged copy of a genuine row as refused, and escapes control bytes") {
+  database db;
+  std::int64_t genuine = 0;
+  {
+    queue a(db.url, test_options("web-01"));
+    genuine = a.raise_raw("page.changed", {{"page", 1}}, raise_mode::globally);
+  }
+  // A genuine row copied by SQL with another payload: its signature no longer matches.
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, Created, KeyId, Signature) SELECT EventType, '{\"page\": 666}', "
+      "InstanceName, RaiseLocally, RaiseGlobally, Created, KeyId, Signature FROM EventQueue "
+      "WHERE Id = " +
+      std::to_string(genuine));
+#ifdef EVENTQ_TEST_POSTGRES
+  const std::string esc = "chr(27)";
+#else
+  const std::string esc = "char(27)";
+#endif
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally) VALUES ('evil' || " +
+      esc + " || '[2J', '{}', 'x' || " + esc + ", true, true)");
+  auto json = eventq_cmd({"tail", "--db", db.url, "--from-start", "--count", "3", "--json"});
+  REQUIRE(json.code == 0);
+  auto lines = lines_of(json.out);
+  REQUIRE(lines.size() == 3);
+  auto first = nlohmann::json::parse(lines[0]);
+  auto forged = nlohmann::json::parse(lines[1]);
+  CHECK(first.at("verdict") == "ok");
+  CHECK(forged.at("verdict") == "unauthentic");
+  CHECK(forged.at("reason").get<std::string>().find("signature does not match") !=
+        std::string::npos);
+  CHECK(forged.at("data").at("page") == 666);
+  auto text = eventq_cmd({"tail", "--db", db.url, "--from-start", "--count", "3"});
+  REQUIRE(text.code == 0);
+  auto text_lines = lines_of(text.out);
+  REQUIRE(text_lines.size() == 3);
+  CHECK(text_lines[0].rfind("REFUSED", 0) == std::string::npos);
+  CHECK(text_lines[1].rfind("REFUSED (unauthentic: signature does not match", 0) == 0);
+  CHECK(text.out.find('\x1b') == std::string::npos);
+  CHECK(text_lines[2].find("evil\\x1b[2J from x\\x1b") != std::string::npos);
+  // verify prints the same names escaped.
+  auto verified = eventq_cmd({"verify", "--db", db.url});
+  CHECK(verified.code == 1);
+  CHECK(verified.out.find('\x1b') == std::string::npos);
+}
+
+#ifdef EVENTQ_TEST_POSTGRES
+TEST_CASE("an infinity row (stored before schema 4): verify lists it, stats works") {
+  database db;
+  { queue a(db.url, test_options("web-01")); }
+  db.exec("ALTER TABLE EventQueue DROP CONSTRAINT EventQueue_Created");
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally, Created) VALUES ('t', '{}', 'x', true, true, 'infinity')");
+  auto verified = eventq_cmd({"verify", "--db", db.url, "--json"});
+  CHECK(verified.code == 1);
+  auto rows = lines_of(verified.out);
+  REQUIRE(rows.size() == 1);
+  CHECK(nlohmann::json::parse(rows[0]).at("verdict") == "malformed");
+  auto stats = eventq_cmd({"stats", "--db", db.url, "--json"});
+  CHECK(stats.code == 0);
+  CHECK(nlohmann::json::parse(stats.out).at("rows") == 1);
+}
+#endif

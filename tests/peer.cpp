@@ -198,6 +198,21 @@ int timed(const std::string& url, const std::string& name, const std::string& st
   return 0;
 }
 
+// Opens `name`, polls `polls` times (50 ms apart) and prints "missed=N delivered=M".
+int count_missed(const std::string& url, const std::string& name, int polls) {
+  eventq::queue q(url, opts(name));
+  std::size_t missed = 0, delivered = 0;
+  auto m = q.on_missed([&](const eventq::missed_info&) { ++missed; });
+  auto all =
+      q.subscribe_all([&](const eventq::event_record&, const nlohmann::json&) { ++delivered; });
+  for (int i = 0; i < polls; ++i) {
+    q.poll_once();
+    std::this_thread::sleep_for(50ms);
+  }
+  std::printf("missed=%zu delivered=%zu\n", missed, delivered);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -211,6 +226,7 @@ int main(int argc, char** argv) {
     if (a.size() == 5 && a[1] == "raise") return raise(a[2], a[3], std::stoi(a[4]));
     if (a.size() == 5 && a[1] == "hold") return hold(a[2], a[3], std::stoi(a[4]));
     if (a.size() == 6 && a[1] == "timed") return timed(a[2], a[3], a[4], a[5]);
+    if (a.size() == 5 && a[1] == "missed") return count_missed(a[2], a[3], std::stoi(a[4]));
   } catch (const std::exception& e) {
     std::cerr << "peer: " << e.what() << '\n';
     return 1;

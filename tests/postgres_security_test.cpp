@@ -408,6 +408,12 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK_THROWS_AS(tx.exec("INSERT INTO Properties VALUES ('EQDeletedStamp', '1')"),
                       pqxx::insufficient_privilege);
     }
+    {
+      // Nor the deletion record.
+      pqxx::work tx(*c);
+      CHECK_THROWS_AS(tx.exec("INSERT INTO EventQueueDeleted (Below) VALUES ('5')"),
+                      pqxx::insufficient_privilege);
+    }
     CHECK_THROWS_AS(w1.cleanup(0s), eventq::error);
     // Without a secret of its own the app would need the database's: refused, at the call.
     CHECK_THROWS_AS(queue(url_as(app, schema), test_options("nosecret")), eventq::error);
@@ -415,7 +421,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
   }
 
   SUBCASE("app: a schema with pending migrations is refused with what to do") {
-    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 3");
+    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 4");
     try {
       queue q(url_as(app, schema), with_secret("web1"));
       FAIL("opened a schema with a pending migration");
@@ -431,7 +437,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     }
     // The owner migrates (here: records the migration whose row was deleted); the app opens.
     pg::exec(schema,
-             "INSERT INTO EventQueueSchema (Version, Description) VALUES (3, '0003_signatures')");
+             "INSERT INTO EventQueueSchema (Version, Description) VALUES (4, '0004_hostile_rows')");
     CHECK_NOTHROW(queue(url_as(app, schema), with_secret("web1")));
   }
 
@@ -447,7 +453,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK(tx.exec1("SELECT count(*) FROM Properties WHERE Key LIKE 'EQStamp\\_%'")[0].as<int>() ==
             2);
       CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
-      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 3);
+      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 4);
     }
     for (const char* sql :
          {"INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
@@ -468,7 +474,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     std::this_thread::sleep_for(20ms);
     CHECK(janitor.cleanup(0s) == 2);
     CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "0");
-    CHECK(!pg::text(schema, "SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp'").empty());
+    CHECK(pg::text(schema, "SELECT count(*) FROM EventQueueDeleted") == "1");
     CHECK_THROWS_AS(janitor.raise_raw("t", nlohmann::json::object(), raise_mode::both),
                     eventq::error);
     auto c = connect_as(cl, schema);

@@ -15,9 +15,13 @@ enum class raise_mode {
   locally,   ///< only the raising instance (RaiseLocally=1, RaiseGlobally=0)
   globally,  ///< every instance except the raiser (RaiseLocally=0, RaiseGlobally=1)
   both,      ///< every instance, the raiser included (both flags 1)
+  /// Neither flag: addressed to nobody. Never raised (raise calls refuse it with
+  /// errc::invalid_argument); only read back from rows written by other means, which every
+  /// instance refuses as malformed, counts and lists (queue::find_rejected_rows).
+  none,
 };
 
-/// "locally", "globally" or "both".
+/// "locally", "globally", "both" or "none".
 std::string_view to_string(raise_mode mode) noexcept;
 
 /// One event as stored and as read back: a row of EventQueue. Plain data; copy freely.
@@ -27,7 +31,10 @@ struct event_record {
   std::string data;      ///< EventQueue.InstanceData: the JSON text exactly as stored
   std::string instance;  ///< EventQueue.InstanceName: the raising instance
   raise_mode mode = raise_mode::globally;
-  std::chrono::system_clock::time_point created;  ///< EventQueue.Created (UTC)
+  /// EventQueue.Created (UTC). time_point::min() when the stored value is not a time this
+  /// library can hold (PostgreSQL 'infinity', a year past 2261, SQLite text that is no time):
+  /// instances refuse such a row as malformed.
+  std::chrono::system_clock::time_point created;
   std::string key_id;     ///< EventQueue.KeyId: the key that signed it ("" if NULL: unsigned)
   std::string signature;  ///< EventQueue.Signature: 64 hex digits ("" if NULL; see signing.h)
 };

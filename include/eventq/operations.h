@@ -41,12 +41,23 @@ class follower {
   /// Makes a next() in progress on another thread return promptly.
   void interrupt();
 
+  /// What a queue opened with the follower's options would do with `row`: nullopt when it would
+  /// deliver it (to those it is addressed to), else the verdict and reason it would refuse it
+  /// with, as find_rejected_rows() says (verification always on). The keys come from the
+  /// options as for a queue (secret, key_id, accepted_keys; else EVENTQ_SECRET, else the
+  /// database's secret), loaded at the first call. Throws eventq::error if the database's
+  /// secret cannot be read.
+  std::optional<rejected_row> judge(const event_record& row);
+
   /// The cursor after the rows returned so far (kept in memory only).
   const std::string& cursor() const noexcept { return m_cursor; }
 
  private:
+  struct checker;
   std::unique_ptr<storage> m_store;
   std::string m_cursor;
+  options m_opts;
+  std::unique_ptr<checker> m_checker;
 };
 
 /// Raises one event on `backend` as the instance `opts.instance_name` without opening a queue

@@ -89,6 +89,11 @@ struct queue_summary {
 struct expiry {
   std::chrono::system_clock::time_point cutoff;
   std::chrono::system_clock::time_point hard_cutoff;
+  /// The same bounds as ages (negative: not given). A backend whose database has a clock of
+  /// its own (PostgreSQL's now()) measures them from that clock, so that a cleanup host with a
+  /// wrong clock cannot delete early; the time points above are the caller's clock.
+  std::chrono::milliseconds keep{-1};
+  std::chrono::milliseconds max_age{-1};
 };
 
 /// A backend. Thread-safety: every call except the poller's (read(), load_cursor(),

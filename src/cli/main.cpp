@@ -152,13 +152,17 @@ int run_tail(const args& a) {
     if (page.missed) std::cerr << "eventq: missed: " << one_line(*page.missed) << '\n';
     for (const auto& e : page.events) {
       if (!a.tail_type.empty() && e.type != a.tail_type) continue;
-      auto registry_row = parse_registry_row(e);  // shown as event id, raiser id, param
+      // What the instances will do with it: a forged or malformed row is marked, not shown as
+      // if it were an event. A genuine registry row is shown as event id, raiser id, param.
+      auto refusal = f.judge(e);
+      auto registry_row = refusal ? std::nullopt : parse_registry_row(e);
       if (a.json) {
-        auto j = cli::event_json(e);
+        auto j = cli::event_json(e, refusal);
         if (registry_row) cli::add_registry_fields(j, *registry_row);
-        std::cout << j.dump() << '\n';
+        std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
       } else {
-        std::cout << (registry_row ? cli::registry_line(e, *registry_row) : cli::event_line(e))
+        std::cout << (registry_row ? cli::registry_line(e, *registry_row)
+                                   : cli::event_line(e, refusal))
                   << '\n';
       }
       std::cout.flush();
@@ -207,11 +211,11 @@ int run_verify(const args& a) {
                                   {"instance", r.row.instance},
                                   {"verdict", r.verdict},
                                   {"reason", r.reason}}
-                       .dump()
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << '\n';
     } else {
-      std::cout << r.row.id << '\t' << r.verdict << '\t' << r.row.type << '\t' << r.row.instance
-                << '\t' << one_line(r.reason) << '\n';
+      std::cout << r.row.id << '\t' << r.verdict << '\t' << cli::escaped(r.row.type) << '\t'
+                << cli::escaped(r.row.instance) << '\t' << cli::escaped(r.reason) << '\n';
     }
   }
   std::cerr << "eventq: " << rows.size() << " row(s) would be refused\n";

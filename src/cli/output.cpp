@@ -69,20 +69,79 @@ std::string iso_time(std::optional<system_clock::time_point> t) {
   return buf;
 }
 
-std::string event_line(const event_record& e) {
-  return std::to_string(e.id) + ' ' + iso_time(e.created) + ' ' + e.type + " from " + e.instance +
-         " (" + std::string(to_string(e.mode)) + ") " + e.data;
+namespace {
+
+// The length of the UTF-8 sequence at s[i] (0: not UTF-8), rejecting overlong forms,
+// surrogates and code points past U+10FFFF.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  std::size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                    : c >= 0xe0 && c <= 0xef ? 3
+                    : c >= 0xf0 && c <= 0xf4 ? 4
+                                             : 0;
+  if (len == 0 || s.size() - i < len) return 0;
+  std::uint32_t cp = c & (len == 2 ? 0x1f : len == 3 ? 0x0f : 0x07);
+  for (std::size_t k = 1; k < len; ++k) {
+    auto cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+      (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f)) {  // C1 controls too
+    return 0;
+  }
+  return len;
 }
 
-nlohmann::json event_json(const event_record& e) {
+}  // namespace
+
+std::string escaped(std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      if (c == '\\') out += '\\';
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (auto len = c >= 0x80 ? utf8_length(s, i) : 0; len > 0) {
+      out.append(s.substr(i, len));
+      i += len;
+      continue;
+    }
+    out += "\\x";
+    out += hex[c >> 4];
+    out += hex[c & 15];
+    ++i;
+  }
+  return out;
+}
+
+std::string event_line(const event_record& e, const std::optional<rejected_row>& refusal) {
+  std::string line;
+  if (refusal) line = "REFUSED (" + refusal->verdict + ": " + escaped(refusal->reason) + ") ";
+  return line + std::to_string(e.id) + ' ' + iso_time(e.created) + ' ' + escaped(e.type) +
+         " from " + escaped(e.instance) + " (" + std::string(to_string(e.mode)) + ") " +
+         escaped(e.data);
+}
+
+nlohmann::json event_json(const event_record& e, const std::optional<rejected_row>& refusal) {
   nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
-  if (data.is_discarded()) data = e.data;  // not JSON: shown as the text it is
-  return {{"id", e.id},
-          {"type", e.type},
-          {"instance", e.instance},
-          {"mode", to_string(e.mode)},
-          {"created", iso_time(e.created)},
-          {"data", data}};
+  // Not JSON: shown as the text it is (dump with error_handler_t::replace: bytes that are not
+  // UTF-8 become U+FFFD).
+  if (data.is_discarded()) data = e.data;
+  nlohmann::json out = {{"id", e.id},
+                        {"type", e.type},
+                        {"instance", e.instance},
+                        {"mode", to_string(e.mode)},
+                        {"created", iso_time(e.created)},
+                        {"data", data},
+                        {"verdict", refusal ? refusal->verdict : "ok"}};
+  if (refusal) out["reason"] = refusal->reason;
+  return out;
 }
 
 nlohmann::json instance_json(const instance_info& i) {

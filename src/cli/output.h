@@ -16,9 +16,16 @@ namespace eventq::cli {
 /// "2026-01-31T12:00:00.123Z", or "-" for nullopt.
 std::string iso_time(std::optional<std::chrono::system_clock::time_point> t);
 
-/// One event: a readable line, or a JSON object.
-std::string event_line(const event_record& e);
-nlohmann::json event_json(const event_record& e);
+/// `s` safe for a terminal: control characters (C0, DEL, C1) and bytes that are not UTF-8
+/// written as \xNN, a backslash as \\; printable UTF-8 kept.
+std::string escaped(std::string_view s);
+
+/// One event: a readable line (texts escaped), or a JSON object (dump it with
+/// error_handler_t::replace: stored text need not be UTF-8). With `refusal`, the row is one
+/// instances refuse: the line starts with "REFUSED (verdict: reason)", the object has
+/// "verdict" and "reason" ("verdict": "ok" otherwise).
+std::string event_line(const event_record& e, const std::optional<rejected_row>& refusal = {});
+nlohmann::json event_json(const event_record& e, const std::optional<rejected_row>& refusal = {});
 
 /// A registry row (eventq/registry.h): the line shows event id, raiser id and parameter; the
 /// JSON object gets "event_id", "raiser_id" and "param" added.

@@ -3,25 +3,6 @@
 
 namespace eventq::cli {
 
-namespace {
-// Instance names come from the table: control characters are shown escaped.
-std::string escaped(std::string_view s) {
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
-}  // namespace
-
 std::string registry_line(const event_record& e, const event_notification& n) {
   // The parameter as JSON with non-ASCII escaped: one line, nothing a terminal interprets.
   return std::to_string(e.id) + ' ' + iso_time(e.created) + " event " + n.event_id.to_string() +

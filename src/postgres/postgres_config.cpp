@@ -7,7 +7,9 @@
 #include "eventq/error.h"
 #include "eventq/postgres.h"
 #include "eventq/signing.h"
+#include "row_check.h"
 #include "util.h"
+#include "validation.h"
 
 namespace eventq::postgres {
 
@@ -164,14 +166,16 @@ std::string insert_statement(std::string_view schema, wake_up wake) {
 std::array<std::string, 8> insert_parameters(const outgoing_event& event,
                                              std::string_view instance_name, const signing_key& key,
                                              std::size_t max_payload_bytes) {
-  auto check = [](std::string_view what, std::string_view name) {
-    if (name.empty() || name.size() > 200) {
-      throw error(errc::invalid_argument, std::string(what) + " must be 1 to 200 bytes long, not " +
-                                              std::to_string(name.size()));
-    }
-  };
-  check("event type", event.type);
-  check("instance name", instance_name);
+  // What queue::raise_raw() checks, with the readers' own rules (detail::name_problem...):
+  // nothing this returns is refused by every instance.
+  for (auto problem : {detail::name_problem("event type", event.type),
+                       detail::name_problem("instance name", instance_name)}) {
+    if (!problem.empty()) throw error(errc::invalid_argument, "insert_parameters: " + problem);
+  }
+  if (event.mode == raise_mode::none) {
+    throw error(errc::invalid_argument,
+                "insert_parameters: raise_mode::none addresses the event to nobody");
+  }
   if (key.id.empty() || key.secret.size() < 16) {
     throw error(errc::invalid_argument,
                 "insert_parameters: the signing key needs an id and a secret of at least 16 "
@@ -183,10 +187,9 @@ std::array<std::string, 8> insert_parameters(const outgoing_event& event,
                     "-byte payload; the limit is " + std::to_string(max_payload_bytes) +
                     " bytes: send an identifier of what changed, not the data itself");
   }
-  auto first = event.data.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos || event.data[first] != '{') {
+  if (auto problem = detail::payload_problem(event.data); !problem.empty()) {
     throw error(errc::invalid_argument,
-                "payload of event type '" + event.type + "' must be a JSON object");
+                "insert_parameters: event of type '" + event.type + "': " + problem);
   }
   bool local = event.mode != raise_mode::globally;
   bool global = event.mode != raise_mode::locally;

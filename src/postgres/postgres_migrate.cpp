@@ -1,11 +1,38 @@
 // PostgreSQL migrations: the schema version, and applying migrations/postgres/ in order.
 #include <pqxx/pqxx>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "eventq/error.h"
 #include "migrations.h"
 #include "postgres/postgres_storage.h"
 
 namespace eventq::postgres {
+
+namespace {
+
+// Collects the server's notices while migrations run: a migration that meets rows breaking a
+// new rule reports them with RAISE WARNING 'eventq migration ...', which the library logs.
+class notice_collector final : public pqxx::errorhandler {
+ public:
+  explicit notice_collector(pqxx::connection_base& c) : pqxx::errorhandler(c) {}
+  bool operator()(const char msg[]) noexcept override {
+    std::string_view m(msg);
+    auto at = m.find("eventq migration");
+    if (at != std::string_view::npos) {
+      while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.remove_suffix(1);
+      m_messages.emplace_back(m.substr(at));
+    }
+    return true;
+  }
+  const std::vector<std::string>& messages() const { return m_messages; }
+
+ private:
+  std::vector<std::string> m_messages;
+};
+
+}  // namespace
 
 // The version recorded in `schema`, or 0 when it has no EventQueueSchema table. Needs only
 // USAGE on the schema and SELECT on that table.
@@ -40,6 +67,7 @@ void postgres_storage::migrate(pqxx::connection& c) {
   if (version == newest) return;
   if (version > newest) throw too_new(version);
 
+  notice_collector notices(c);
   pqxx::work tx(c);
   // Serialises openers of this schema: the first migrates, the others then find it current.
   // What follows reads the catalogs by statement and takes locks (CREATE ... IF NOT EXISTS), so
@@ -72,6 +100,7 @@ void postgres_storage::migrate(pqxx::connection& c) {
                     "once with the owner's role), then open again; nothing was changed");
   }
   tx.commit();
+  for (const auto& m : notices.messages()) log(log_level::warning, m);
 }
 
 }  // namespace eventq::postgres

@@ -13,7 +13,11 @@ namespace {
 
 using std::chrono::system_clock;
 
-#define EVENTQ_US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
+// Microseconds since the epoch; NULL where a time_point cannot hold the value ('infinity').
+#define EVENTQ_US(col)                                                   \
+  "CASE WHEN " col                                                       \
+  " BETWEEN '1678-01-01 00:00:00+00' AND '2261-12-31 00:00:00+00' THEN " \
+  "(extract(epoch FROM " col ") * 1000000)::bigint END"
 
 std::optional<system_clock::time_point> time_field(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
@@ -29,9 +33,25 @@ constexpr const char* k_live_cte =
     "WITH live AS MATERIALIZED (SELECT i.Name, eventq_cursor_snapshot(p.Value) AS Snap "
     "FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
     "WHERE i.LeaseUntil > now()) ";
+// The cutoffs are ages ($1, $2: milliseconds) measured from the server's clock, like leases. A
+// row whose Created is 'infinity' (stored before schema 4 forbade it; every instance refuses
+// it) counts as past the hard cutoff.
 constexpr const char* k_expired_where =
-    "e.Created < $1::timestamptz AND (e.Created < $2::timestamptz OR NOT EXISTS ("
-    "SELECT 1 FROM live l WHERE coalesce(NOT pg_visible_in_snapshot(e.Stamp, l.Snap), true)))";
+    "(e.Created = 'infinity' OR (e.Created < now() - $1::bigint * interval '1 millisecond' "
+    "AND (e.Created < now() - $2::bigint * interval '1 millisecond' OR NOT EXISTS ("
+    "SELECT 1 FROM live l WHERE coalesce(NOT pg_visible_in_snapshot(e.Stamp, l.Snap), true)))))";
+
+// The ages of `bounds` in milliseconds: as given, else from the time points and this host's
+// clock (a caller that gave only time points).
+std::pair<long long, long long> ages_of(const expiry& bounds) {
+  auto age = [now = system_clock::now()](std::chrono::milliseconds given,
+                                         system_clock::time_point at) {
+    if (given.count() >= 0) return static_cast<long long>(given.count());
+    return static_cast<long long>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - at).count());
+  };
+  return {age(bounds.keep, bounds.cutoff), age(bounds.max_age, bounds.hard_cutoff)};
+}
 
 }  // namespace
 
@@ -211,22 +231,28 @@ void postgres_storage::release_task(std::string_view task, std::string_view hold
 std::size_t postgres_storage::count_expired(const expiry& bounds) {
   return on_admin("counting expired events", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
+    auto [keep, max_age] = ages_of(bounds);
     auto r = tx.exec_params1(
         std::string(k_live_cte) + "SELECT count(*) FROM EventQueue e WHERE " + k_expired_where,
-        timestamptz(bounds.cutoff), timestamptz(bounds.hard_cutoff));
+        keep, max_age);
     return static_cast<std::size_t>(r[0].as<std::int64_t>());
   });
 }
 
 std::size_t postgres_storage::delete_expired(const expiry& bounds, std::size_t max_rows) {
   return on_admin("deleting expired events", [&](pqxx::connection& c) {
+    auto [keep, max_age] = ages_of(bounds);
     pqxx::work tx(c);
     auto r = tx.exec_params(std::string(k_live_cte) +
                                 "DELETE FROM EventQueue WHERE Id IN (SELECT e.Id FROM EventQueue e "
                                 "WHERE " +
                                 k_expired_where + " ORDER BY e.Created LIMIT $3)",
-                            timestamptz(bounds.cutoff), timestamptz(bounds.hard_cutoff),
-                            static_cast<long long>(max_rows));
+                            keep, max_age, static_cast<long long>(max_rows));
+    // The deletion record is read by instances that run; one past the hard maximum age has
+    // been read by every instance still registered.
+    tx.exec_params(
+        "DELETE FROM EventQueueDeleted WHERE At < now() - $1::bigint * interval '1 millisecond'",
+        max_age);
     tx.commit();
     return static_cast<std::size_t>(r.affected_rows());
   });

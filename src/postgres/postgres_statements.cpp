@@ -37,11 +37,13 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
   // A page: the events after the cursor ($1: its snapshot; ($3, $4): the last row read when
   // paging) that are visible in `target`, in transaction order. The ORDER BY is qualified: a
   // bare "Stamp" could name a text output column, and text order ("1000" < "999") would make
-  // paging skip and repeat rows.
+  // paging skip and repeat rows. Created is NULL where the library's clock cannot hold it
+  // (infinity, or years a time_point does not reach): such rows are refused, not converted.
   const std::string page_columns =
       "Id, EventType, InstanceData::text AS InstanceData, InstanceName, RaiseLocally, "
-      "RaiseGlobally, (date_part('epoch', Created) * 1000000)::bigint AS CreatedUs, "
-      "Stamp::text AS StampText, KeyId, Signature";
+      "RaiseGlobally, CASE WHEN Created BETWEEN '1678-01-01 00:00:00+00' AND "
+      "'2261-12-31 00:00:00+00' THEN (date_part('epoch', Created) * 1000000)::bigint END "
+      "AS CreatedUs, Stamp::text AS StampText, KeyId, Signature";
   auto page_of = [](const std::string& target) {
     return "FROM EventQueue WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
            "AND Stamp < pg_snapshot_xmax(" +
@@ -52,25 +54,42 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
            ") AND (Stamp, Id) > ($3::xid8, $4::bigint) "
            "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5";
   };
+  // The deletions new to the cursor: entries of EventQueueDeleted committed outside $6 (the
+  // snapshot in which the cursor last read them), each as "deleter/below/stamps", listing only
+  // the stamps the cursor's snapshot $1 does not see (see parse_deletions()).
+  const std::string deletions =
+      "(SELECT string_agg(d.Deleter::text || '/' || coalesce(d.Below::text, '') || '/' || "
+      "coalesce((SELECT string_agg(s::text, ',' ORDER BY s) FROM unnest(d.Stamps) s "
+      "WHERE NOT pg_visible_in_snapshot(s, $1::pg_snapshot)), ''), ';') "
+      "FROM EventQueueDeleted d WHERE d.Deleter >= pg_snapshot_xmin($6::pg_snapshot) "
+      "AND NOT pg_visible_in_snapshot(d.Deleter, $6::pg_snapshot))";
+  // The database incarnation: a restore into another cluster changes the system identifier, a
+  // promoted replica the timeline.
+  const std::string incarnation =
+      "(SELECT system_identifier::text FROM pg_control_system()) || '.' || "
+      "(SELECT timeline_id::text FROM pg_control_checkpoint())";
   // While paging through a backlog ($2: the target snapshot): the page alone, in eventq_read's
-  // columns (no EQDeletedStamp: that check is for the first page). No LATERAL join and no
-  // second sort of a full page.
-  c.prepare("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), NULL::text, " +
-                               page_columns + " " + page_of("$2::pg_snapshot"));
-  // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot
-  // and EQDeletedStamp, then the page. $2 is the target snapshot when paging through a backlog,
-  // '' to read up to the statement's own snapshot: every row visible in it is visible to the
-  // statement, so nothing committed before the snapshot can be passed over. With no new rows the
-  // result is one row whose event columns are NULL.
+  // columns. No LATERAL join and no second sort of a full page.
+  c.prepare("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " +
+                               incarnation + ", " + page_columns + " " +
+                               page_of("$2::pg_snapshot"));
+  // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot,
+  // the deletions and the incarnation, then the page. $2 is the target snapshot when paging
+  // through a backlog, '' to read up to the statement's own snapshot: every row visible in it is
+  // visible to the statement, so nothing committed before the snapshot can be passed over. With
+  // no new rows the result is one row whose event columns are NULL.
   c.prepare("eventq_read",
-            "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, "
-            "(SELECT Value FROM Properties WHERE Key = 'EQDeletedStamp') AS deleted) "
-            "SELECT head.now::text, head.deleted, e.Id, e.EventType, e.InstanceData, "
-            "e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, e.StampText, e.KeyId, "
-            "e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
+            "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, " + deletions +
+                " AS deleted, " + incarnation +
+                " AS incarnation) "
+                "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
+                "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
+                "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
                 page_columns + ", Stamp AS StampOrder " +
                 page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)") +
                 ") e ON true ORDER BY e.StampOrder, e.Id");
+  c.prepare("eventq_head", "SELECT pg_current_snapshot()::text, " + incarnation +
+                               ", min(Stamp)::text FROM EventQueue");
   c.prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
   c.prepare("eventq_insert_property",
             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
@@ -81,18 +100,23 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
 
 event_record to_record(const pqxx::row& row) {
   event_record r;
-  r.id = row[2].as<std::int64_t>();
-  r.type = row[3].as<std::string>();
-  r.data = row[4].as<std::string>();
-  r.instance = row[5].as<std::string>();
-  bool local = row[6].as<bool>();
-  bool global = row[7].as<bool>();
-  r.mode = local && global ? raise_mode::both : local ? raise_mode::locally : raise_mode::globally;
-  r.created =
-      std::chrono::system_clock::time_point(std::chrono::microseconds(row[8].as<std::int64_t>()));
+  r.id = row[3].as<std::int64_t>();
+  r.type = row[4].as<std::string>();
+  r.data = row[5].as<std::string>();
+  r.instance = row[6].as<std::string>();
+  bool local = row[7].as<bool>();
+  bool global = row[8].as<bool>();
+  r.mode = local && global ? raise_mode::both
+           : local         ? raise_mode::locally
+           : global        ? raise_mode::globally
+                           : raise_mode::none;
+  // NULL: not a time the library can hold (see page_columns); check_row() refuses it.
+  r.created = row[9].is_null() ? std::chrono::system_clock::time_point::min()
+                               : std::chrono::system_clock::time_point(
+                                     std::chrono::microseconds(row[9].as<std::int64_t>()));
   // NULL (unsigned) reads as "".
-  if (!row[10].is_null()) r.key_id = row[10].as<std::string>();
-  if (!row[11].is_null()) r.signature = row[11].as<std::string>();
+  if (!row[11].is_null()) r.key_id = row[11].as<std::string>();
+  if (!row[12].is_null()) r.signature = row[12].as<std::string>();
   return r;
 }
 

@@ -64,8 +64,8 @@ std::optional<std::string> joined(std::span<const event_record> rows, F field) {
   return out;
 }
 
-/// A row of eventq_read or eventq_page: the event's columns start at index 2 (after the
-/// snapshot and EQDeletedStamp).
+/// A row of eventq_read or eventq_page: the event's columns start at index 3 (after the
+/// snapshot, the deletions and the incarnation). Never throws for a row's content.
 event_record to_record(const pqxx::row& row);
 
 }  // namespace eventq::postgres

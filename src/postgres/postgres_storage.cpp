@@ -29,14 +29,6 @@
 
 namespace eventq::postgres {
 
-namespace {
-
-std::string quoted_prefix(std::string_view s) {
-  return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
-}
-
-}  // namespace
-
 postgres_storage::postgres_storage(config cfg, const options& opts)
     : m_cfg(std::move(cfg)), m_logger(opts.logger) {
   try {
@@ -220,27 +212,22 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
 std::string postgres_storage::head_cursor() {
   return on_reader("reading the current snapshot", [](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    return tx.exec1("SELECT pg_current_snapshot()::text")[0].as<std::string>();
+    auto row = tx.exec_prepared1("eventq_head");
+    auto now = parse_snapshot(row[0].c_str());
+    if (!now) throw error(errc::database_error, "unexpected snapshot " + row[0].as<std::string>());
+    return head_cursor_text(*now, row[1].is_null() ? "" : row[1].c_str());
   });
 }
 
 std::string postgres_storage::oldest_cursor() {
   return on_reader("reading the oldest event", [](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    auto row = tx.exec1("SELECT pg_current_snapshot()::text, min(Stamp)::text FROM EventQueue");
+    auto row = tx.exec_prepared1("eventq_head");
     auto now = parse_snapshot(row[0].c_str());
     if (!now) throw error(errc::database_error, "unexpected snapshot " + row[0].as<std::string>());
-    // Sees every transaction older than the oldest row except those still running, so that
-    // every retained row and every later commit is new to it.
-    std::uint64_t m = now->xmin;
-    if (!row[1].is_null()) m = parse_u64(row[1].c_str()).value_or(m);
-    snapshot s;
-    s.xmin = std::min(m, now->xmin);
-    s.xmax = std::max(m, s.xmin);
-    for (auto x : now->xip) {
-      if (x >= s.xmin && x < s.xmax) s.xip.push_back(x);
-    }
-    return s.text();
+    std::optional<std::uint64_t> min_stamp;
+    if (!row[2].is_null()) min_stamp = parse_u64(row[2].c_str());
+    return oldest_cursor_text(*now, min_stamp, row[1].is_null() ? "" : row[1].c_str());
   });
 }
 
@@ -266,6 +253,9 @@ std::string postgres_storage::get_or_insert_property(std::string_view key, std::
     // Read committed: the SELECT, a statement of its own, sees a row that a concurrent opener
     // committed after our INSERT found it there and did nothing.
     pqxx::work tx(c);
+    // The reader commits asynchronously (cursors may be lost to a crash, events may not). The
+    // database secret may not: events get signed with it as soon as this returns.
+    tx.exec("SET LOCAL synchronous_commit = on");
     tx.exec_prepared("eventq_insert_property", std::string(key), std::string(value));
     auto r = tx.exec_prepared("eventq_get", std::string(key));
     if (r.empty() || r[0][0].is_null()) {
@@ -278,86 +268,65 @@ std::string postgres_storage::get_or_insert_property(std::string_view key, std::
   });
 }
 
+// The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
 read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
   return on_reader("reading events", [&](pqxx::connection& c) {
     read_result out;
     pqxx::nontransaction tx(c);
     auto cur = parse_cursor(cursor);
-    if (!cur) {
-      auto now_text = tx.exec1("SELECT pg_current_snapshot()::text")[0].as<std::string>();
-      out.missed = "stored cursor " + quoted_prefix(cursor) +
-                   " is not a snapshot this library wrote (Properties edited?); continuing "
-                   "from the current snapshot " +
-                   now_text;
-      out.next_cursor = now_text;
-      return out;
-    }
-    bool paging = cur->target.has_value();
-    std::string target_text = paging ? cur->target->text() : std::string();
-    // The (Stamp, Id) lower bound is where the index scan starts. Paging, it is the last row
-    // read; otherwise it must equal "Stamp >= xmin": a bound of (0, 0) made the scan walk
-    // every older index entry and filter it out (17 ms per poll behind 300k old rows).
-    // (xmin - 1, max) is exactly that, as no Id exceeds the maximum.
-    std::uint64_t from_stamp = paging ? cur->last_stamp : cur->prev.xmin;
-    long long from_id = paging ? static_cast<long long>(cur->last_id) : 0;
-    if (!paging && from_stamp > 0) {
-      from_stamp -= 1;
-      from_id = std::numeric_limits<long long>::max();
-    }
-    // Paging, the page alone: rows are expected. Should it be empty after all (or not paging),
-    // eventq_read, which always returns the head.
     pqxx::result rows;
-    if (paging) {
-      rows = tx.exec_prepared("eventq_page", cur->prev.text(), target_text,
-                              std::to_string(from_stamp), from_id, static_cast<long long>(limit));
-    }
-    if (rows.empty()) {
-      rows = tx.exec_prepared("eventq_read", cur->prev.text(), target_text,
-                              std::to_string(from_stamp), from_id, static_cast<long long>(limit));
+    if (!cur) {
+      rows = tx.exec_prepared("eventq_head");
+    } else {
+      auto plan = plan_read(*cur);
+      // Paging, the page alone: rows are expected. Should it be empty after all (or not
+      // paging), eventq_read, which always returns the head.
+      auto run = [&](const char* statement) {
+        return tx.exec_prepared(statement, plan.prev, plan.target, std::to_string(plan.from_stamp),
+                                static_cast<long long>(plan.from_id), static_cast<long long>(limit),
+                                plan.checked);
+      };
+      if (plan.paging) rows = run("eventq_page");
+      if (rows.empty()) rows = run("eventq_read");
     }
     if (rows.empty()) throw error(errc::database_error, "eventq_read returned no row");
     const auto head = rows[0];
-    std::string now_text = head[0].as<std::string>();
-    auto now = parse_snapshot(now_text);
-    if (!now) throw error(errc::database_error, "unexpected snapshot '" + now_text + "'");
-    std::uint64_t cursor_xmax = cur->target ? cur->target->xmax : cur->prev.xmax;
-    if (cursor_xmax > now->xmax) {
-      out.missed = "stored cursor " + quoted_prefix(cursor) +
-                   " is ahead of this database (it names transaction " +
-                   std::to_string(cursor_xmax) + ", the server is at " + std::to_string(now->xmax) +
-                   ": database restored from a backup, cluster changed, or Properties edited); "
-                   "continuing from the current snapshot " +
-                   now_text;
-      out.next_cursor = now_text;
+    page_facts facts;
+    auto now = parse_snapshot(head[0].c_str());
+    if (!now)
+      throw error(errc::database_error, "unexpected snapshot '" + head[0].as<std::string>() + "'");
+    facts.now = std::move(*now);
+    if (!cur) {
+      if (!head[1].is_null()) facts.incarnation = head[1].as<std::string>();
+      auto d = decide_read(cursor, cur, facts, limit);
+      out.missed = d.missed;
+      out.next_cursor = d.next_cursor;
       return out;
     }
-    if (!paging) target_text = now_text;
-    if (!paging && !head[1].is_null()) {
-      auto deleted = parse_u64(head[1].c_str());
-      if (deleted && !cur->prev.sees(*deleted)) {
-        out.missed =
-            "events raised after this instance's cursor were deleted before it "
-            "processed them (cleanup ran while it was down, or rows were deleted by "
-            "hand; the newest deleted one was raised by transaction " +
-            std::to_string(*deleted) + "); continuing from the oldest retained event";
+    if (!head[1].is_null()) {
+      auto deletions = parse_deletions(head[1].c_str());
+      if (!deletions) {
+        throw error(errc::database_error, "unexpected EventQueueDeleted summary '" +
+                                              head[1].as<std::string>().substr(0, 80) + "'");
       }
+      facts.deletions = std::move(*deletions);
     }
+    if (!head[2].is_null()) facts.incarnation = head[2].as<std::string>();
     // No new rows: the one row has NULL event columns.
-    std::size_t n = head[2].is_null() ? 0 : rows.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto row = rows[static_cast<pqxx::result::size_type>(i)];
-      if (!row[6].as<bool>() && !row[7].as<bool>()) continue;  // addressed to nobody
-      out.events.push_back(to_record(row));
+    facts.rows = head[3].is_null() ? 0 : rows.size();
+    if (facts.rows > 0) {
+      const auto last = rows[static_cast<pqxx::result::size_type>(facts.rows - 1)];
+      facts.last_stamp = parse_u64(last[10].c_str()).value_or(0);
+      facts.last_id = last[3].as<std::int64_t>();
     }
-    if (n >= limit && n > 0) {
-      const auto last = rows[static_cast<pqxx::result::size_type>(n - 1)];
-      out.more = true;
-      out.next_cursor = cur->prev.text() + "|" + target_text + "|" + last[9].as<std::string>() +
-                        ":" + last[2].as<std::string>();
-    } else if (!paging && n == 0 && !out.missed) {
-      out.next_cursor = std::string(cursor);  // nothing new: no need to store a new cursor
-    } else {
-      out.next_cursor = target_text;
+    auto d = decide_read(cursor, cur, facts, limit);
+    out.missed = std::move(d.missed);
+    out.next_cursor = std::move(d.next_cursor);
+    out.more = d.more;
+    if (!d.deliver) return out;
+    out.events.reserve(facts.rows);
+    for (std::size_t i = 0; i < facts.rows; ++i) {
+      out.events.push_back(to_record(rows[static_cast<pqxx::result::size_type>(i)]));
     }
     return out;
   });

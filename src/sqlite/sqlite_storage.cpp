@@ -283,6 +283,8 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::int64_t seq = 0;  // no sqlite_sequence row yet: no event was ever raised
   bool seq_seen = false;
   std::size_t scanned = 0;
+  std::int64_t first_gap = -1;  // the first deleted Id inside the page
+  std::int64_t gap_rows = 0;
   // Draining, the page alone; should it be empty after all, it is read again with the sequence.
   for (bool page_only = m_draining;; page_only = false) {
     auto& s = page_only ? *m_select_page_only : *m_select_page;
@@ -302,16 +304,15 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
                         std::to_string(last) + "); this SQLite version is not supported");
       }
       ++scanned;
-      last = id;
-      if (scanned == 1 && last != cur + 1 && !out.missed) {
-        out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(last - 1) +
-                     " were deleted before this instance processed them (cleanup ran while it "
-                     "was down, or rows were deleted by hand); continuing from Id " +
-                     std::to_string(last);
+      // Ids are consecutive (AUTOINCREMENT under serialised writers; a rollback gives its ids
+      // back): a gap anywhere in the page is rows deleted before this instance read them.
+      if (id != last + 1) {
+        if (first_gap < 0) first_gap = last + 1;
+        gap_rows += id - last - 1;
       }
+      last = id;
       bool local = s.int64(4) != 0;
       bool global = s.int64(5) != 0;
-      if (!local && !global) continue;  // addressed to nobody
       event_record r;
       r.id = last;
       r.type = s.text(1);
@@ -319,9 +320,11 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
       r.instance = s.text(3);
       r.mode = local && global ? raise_mode::both
                : local         ? raise_mode::locally
-                               : raise_mode::globally;
+               : global        ? raise_mode::globally
+                               : raise_mode::none;  // refused by every instance, counted
+      // Text that is no time: a value check_row() refuses (see event_record::created).
       r.created =
-          detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point{});
+          detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point::min());
       r.key_id = s.text(7);  // NULL reads as ""
       r.signature = s.text(8);
       out.events.push_back(std::move(r));
@@ -330,6 +333,12 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
     if (scanned > 0 || !page_only) break;
   }
   m_draining = scanned == limit;
+  if (first_gap >= 0 && !out.missed) {
+    out.missed = std::to_string(gap_rows) + " event" + (gap_rows == 1 ? "" : "s") + " between Id " +
+                 std::to_string(first_gap) + " and Id " + std::to_string(last) +
+                 " were deleted before this instance processed them (cleanup ran while it "
+                 "was down, or rows were deleted by hand); delivering the rest";
+  }
   if (scanned == 0 && !out.missed) {
     if (cur > seq) {
       out.missed = "stored cursor " + std::to_string(cur) + " is ahead of the newest event Id " +
