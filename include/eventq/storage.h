@@ -147,6 +147,14 @@ class storage {
   virtual void register_instance(const instance_registration& who,
                                  std::chrono::milliseconds lease) = 0;
 
+  /// Records `who` as register_instance() does, but also takes the name over from an
+  /// unexpired lease held by process `dead_pid` of who.host: the caller checked that this
+  /// process no longer exists (a crashed instance restarted at once on the same host). Returns
+  /// false, writing nothing, when the name is held by anyone else. The default returns false
+  /// (the restarted instance then waits for the lease to expire).
+  virtual bool take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                                  std::chrono::milliseconds lease);
+
   /// Extends the lease of `name` held by `token` to `lease` from now and records the
   /// heartbeat. Returns false when the name is no longer held by `token` (the lease expired
   /// and another instance took the name). Throws eventq::error when the database fails.

@@ -72,6 +72,8 @@ class postgres_storage final : public storage {
   int schema_version() override;
   void register_instance(const instance_registration& who,
                          std::chrono::milliseconds lease) override;
+  bool take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                          std::chrono::milliseconds lease) override;
   bool renew_instance(std::string_view name, std::string_view token,
                       std::chrono::milliseconds lease) override;
   void release_instance(std::string_view name, std::string_view token) override;
@@ -87,6 +89,10 @@ class postgres_storage final : public storage {
   std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
 
  private:
+  // register_instance(), and take_over_instance() when dead_pid > 0: returns false (instead of
+  // throwing instance_name_in_use) when a take-over finds another holder.
+  bool claim_instance(const instance_registration& who, std::chrono::milliseconds lease,
+                      std::int64_t dead_pid);
   // Writes several rows with one statement whose fields are joined by a separator; nullopt
   // when a field holds it.
   std::optional<std::vector<std::int64_t>> insert_joined(pqxx::transaction_base& tx,
