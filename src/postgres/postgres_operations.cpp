@@ -4,6 +4,7 @@
 #include <pqxx/pqxx>
 
 #include "eventq/error.h"
+#include "postgres/postgres_connection.h"
 #include "postgres/postgres_storage.h"
 #include "util.h"
 
@@ -41,11 +42,13 @@ auto postgres_storage::on_admin(const char* what, F&& f) {
   std::lock_guard lk(m_admin_mutex);
   try {
     if (!m_admin || !m_admin->is_open()) m_admin = connect("admin");
+    watchdog::armed watch(*m_watchdog, watchdog::admin, *m_admin);
     return f(*m_admin);
   } catch (const error&) {
     throw;
   } catch (...) {
     m_admin.reset();
+    if (m_watchdog->fired(watchdog::admin)) throw_cut_off(m_cfg, what, m_watchdog->limit());
     rethrow_as_error(m_cfg, what);
   }
 }

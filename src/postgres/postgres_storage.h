@@ -28,6 +28,8 @@ bool is_unavailable(const pqxx::sql_error& e);
 /// from a catch block.
 [[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what);
 
+class watchdog;
+
 /// An eventfd that other threads signal to wake a poll(); fd() is -1 where unavailable.
 class wake_fd {
  public:
@@ -99,6 +101,7 @@ class postgres_storage final : public storage {
                                                          std::span<const event_record> events);
   class listener;
   std::unique_ptr<pqxx::connection> connect(const char* role);
+  void set_up(pqxx::connection& c, const char* role);  // session settings, statements
   void migrate(pqxx::connection& c);
   int schema_version(pqxx::transaction_base& tx) const;
   pqxx::connection& writer();  // REQUIRES: m_write_mutex held
@@ -114,6 +117,7 @@ class postgres_storage final : public storage {
 
   config m_cfg;
   log_function m_logger;
+  std::unique_ptr<watchdog> m_watchdog;  // bounds the reader's, writer's and admin's calls
 
   std::mutex m_write_mutex;
   std::unique_ptr<pqxx::connection> m_writer;
