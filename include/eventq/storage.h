@@ -125,7 +125,9 @@ class storage {
   /// such a sign (a hint only: the caller still reads the table), false on timeout or interrupt.
   virtual bool wait_for_change(std::chrono::milliseconds timeout) = 0;
 
-  /// Makes a wait_for_change() in progress on another thread return promptly.
+  /// Makes a wait_for_change() in progress on another thread return promptly, and a read()
+  /// or store_cursor() in progress fail promptly where the backend can cancel it (PostgreSQL
+  /// does): the poller calls it from stop().
   virtual void interrupt() = 0;
 
   /// The value of the Properties row `key`; if there is none, first stores `value` there.
