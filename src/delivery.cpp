@@ -91,6 +91,23 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
   std::size_t count = 0;
+  m_refused = {};
+  try {
+    count = poll_pages(keep_going);
+  } catch (...) {
+    log_refusals();  // what was refused before the failure is said too
+    throw;
+  }
+  log_refusals();
+  m_counters.delivered += count;
+  m_counters.last_poll_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  return count;
+}
+
+std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
+  std::size_t count = 0;
   read_result page;
   do {
     page = m_store.read(m_cursor, m_opts.page_size);
@@ -114,10 +131,6 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
       m_cursor_copy = m_cursor;
     }
   } while (page.more && keep_going());
-  m_counters.delivered += count;
-  m_counters.last_poll_us =
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
-          .count();
   return count;
 }
 
@@ -201,17 +214,44 @@ void delivery::count_refusal(const event_record& row, const checked_row& checked
   switch (checked.verdict) {
     case row_verdict::unauthentic:
       ++m_counters.unauthentic;
+      ++m_refused.unauthentic;
       break;
     case row_verdict::oversized:
       ++m_counters.oversized;
+      ++m_refused.oversized;
       break;
     case row_verdict::malformed:
     case row_verdict::ok:
       ++m_counters.undecodable;
+      ++m_refused.malformed;
       break;
   }
-  log(log_level::error, "event " + std::to_string(row.id) + " skipped, " +
+  if (m_refused.total() == 1) m_refused.first_id = row.id;
+  m_refused.last_id = row.id;
+  // One table of unsigned rows must not fill the log: the detail is at debug, the poll cycle
+  // says it once (log_refusals).
+  log(log_level::debug, "event " + std::to_string(row.id) + " skipped, " +
                             std::string(to_string(checked.verdict)) + ": " + checked.reason);
+}
+
+void delivery::log_refusals() {
+  const auto& r = m_refused;
+  if (r.total() == 0) return;
+  std::string counts;
+  auto add = [&](std::size_t n, const char* what) {
+    if (n == 0) return;
+    if (!counts.empty()) counts += ", ";
+    counts += std::to_string(n) + " " + what;
+  };
+  add(r.unauthentic, "unauthentic");
+  add(r.oversized, "oversized");
+  add(r.malformed, "malformed");
+  log(log_level::error,
+      "refused " + std::to_string(r.total()) + (r.total() == 1 ? " row" : " rows") +
+          " in this poll (" + counts + "), ids " + std::to_string(r.first_id) + " to " +
+          std::to_string(r.last_id) +
+          ": not delivered; `eventq verify` lists them, the log has each at debug level");
+  m_refused = {};
 }
 
 std::vector<rejected_row> delivery::find_rejected(std::size_t max_rows) {

@@ -44,11 +44,14 @@ class delivery {
 
  private:
   bool targets_me(const event_record& r) const;
+  std::size_t poll_pages(const std::function<bool()>& keep_going);  // REQUIRES: m_poll_mutex
   std::size_t deliver(const std::vector<event_record>& rows,
                       const std::function<bool()>& keep_going, bool& whole_page);
   void refuse_reentry(const char* call) const;
   row_check_policy check_policy(verify_mode verify) const;
   void count_refusal(const event_record& row, const checked_row& checked);
+  /// Logs the cycle's refused rows in one line (counts by reason, first and last id).
+  void log_refusals();
   void log(log_level level, const std::string& msg) const { m_opts.logger(level, msg); }
 
   storage& m_store;
@@ -62,6 +65,12 @@ class delivery {
   mutable std::mutex m_cursor_copy_mutex;
   std::string m_cursor_copy;                 // readable without waiting for a poll cycle
   std::atomic<bool> m_helper_warned{false};  // a page's helper thread could not be started
+  // Rows refused in the current poll cycle (guarded by m_poll_mutex), for its summary line.
+  struct refusals {
+    std::size_t unauthentic = 0, oversized = 0, malformed = 0;
+    std::int64_t first_id = 0, last_id = 0;
+    std::size_t total() const { return unauthentic + oversized + malformed; }
+  } m_refused;
 };
 
 }  // namespace eventq::detail

@@ -145,8 +145,9 @@ dispatcher::outcome dispatcher::dispatch(const event_record& row, const nlohmann
   bool has_typed = typed != t->by_type.end() && !typed->second.empty();
   if (!has_typed && t->all.empty()) {
     out.unknown_type = true;
-    log(log_level::warning, "event " + std::to_string(row.id) + " has type '" + row.type +
-                                "' that no handler subscribes to; skipped");
+    // Normal in a broadcast queue shared by several applications: counted, said at debug.
+    log(log_level::debug, "event " + std::to_string(row.id) + " has type '" + row.type +
+                              "' that no handler subscribes to; skipped");
     return out;
   }
   auto run = [&](const std::vector<entry_ptr>& v) {

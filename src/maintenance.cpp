@@ -1,6 +1,9 @@
 #include "maintenance.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <random>
 
@@ -32,7 +35,28 @@ maintenance::maintenance(storage& store, const options& opts, queue_counters& co
       instance_registration{m_opts.instance_name, host_name(), static_cast<std::int64_t>(getpid()),
                             std::string(version()), random_token()};
   m_cleanup_holder = m_me.name + "@" + m_me.host + ":" + std::to_string(m_me.pid);
-  m_store.register_instance(m_me, m_opts.lease);  // throws instance_name_in_use: nothing written
+  try {
+    m_store.register_instance(m_me, m_opts.lease);  // throws instance_name_in_use: nothing written
+  } catch (const error& e) {
+    if (e.code() != errc::instance_name_in_use || !take_over_from_dead_process()) throw;
+  }
+}
+
+// A supervisor restarts a crashed instance at once: if the lease holder ran on this host and
+// its process no longer exists, the name is taken over instead of waiting for the lease.
+bool maintenance::take_over_from_dead_process() {
+  for (const auto& holder : m_store.instances()) {
+    if (holder.name != m_me.name) continue;
+    if (holder.host != m_me.host || holder.pid <= 0 || holder.pid == m_me.pid) return false;
+    if (::kill(static_cast<pid_t>(holder.pid), 0) == 0 || errno != ESRCH) return false;
+    if (!m_store.take_over_instance(m_me, holder.pid, m_opts.lease)) return false;
+    log(log_level::warning, "took over instance name '" + m_me.name + "' from process " +
+                                std::to_string(holder.pid) +
+                                " of this host, which no longer exists (it did not release "
+                                "its lease: crashed or killed)");
+    return true;
+  }
+  return false;
 }
 
 maintenance::~maintenance() {

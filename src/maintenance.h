@@ -41,6 +41,7 @@ class maintenance {
 
  private:
   void release() noexcept;
+  bool take_over_from_dead_process();
   bool stopping();
   bool renew();
   cleanup_settings settings_for(std::chrono::seconds keep) const;

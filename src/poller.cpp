@@ -73,6 +73,7 @@ void poller::run() {
       m_cycle(keep_going);
       backoff = m_opts.min_retry_backoff;
     } catch (const std::exception& e) {
+      if (m_stop_requested) break;  // stop() cancelled the poll's query: not a failure
       ++m_counters.poll_errors;
       log(log_level::error, std::string("poll failed, retrying in ") +
                                 std::to_string(backoff.count()) + " ms: " + e.what());

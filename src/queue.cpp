@@ -235,6 +235,11 @@ std::string storage::get_or_insert_property(std::string_view key, std::string_vi
                   "': give the queue a secret (options::secret or EVENTQ_SECRET)");
 }
 
+bool storage::take_over_instance(const instance_registration&, std::int64_t,
+                                 std::chrono::milliseconds) {
+  return false;
+}
+
 metrics queue::stats() const { return m_impl->counters.snapshot(); }
 
 const options& queue::config() const noexcept { return m_impl->opts; }

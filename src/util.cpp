@@ -73,13 +73,20 @@ std::optional<std::int64_t> parse_int64(std::string_view text) {
 std::string cursor_key(std::string_view instance) { return "EQStamp_" + std::string(instance); }
 
 std::string name_in_use_message(std::string_view name, std::string_view host, std::int64_t pid,
-                                std::string_view heartbeat, std::string_view lease_until) {
+                                std::string_view heartbeat, std::string_view lease_until,
+                                double expires_in_s) {
+  char wait[32];
+  std::snprintf(wait, sizeof wait, "%.1f", expires_in_s < 0 ? 0.0 : expires_in_s);
   return "instance name '" + std::string(name) + "' is held by a live instance (host '" +
          std::string(host) + "', pid " + std::to_string(pid) + ", last heartbeat " +
          std::string(heartbeat) + " UTC, lease until " + std::string(lease_until) +
-         " UTC): two processes under one name would each see only part of the events. Give "
+         " UTC, which expires in " + wait +
+         " s): two processes under one name would each see only part of the events. Give "
          "every running instance its own options::instance_name; if that process is gone, open "
-         "again after its lease expires (see `eventq instances`)";
+         "again in " +
+         wait +
+         " s, when its lease expires (a process of this host that no longer exists is taken "
+         "over at once; see `eventq instances`)";
 }
 
 }  // namespace eventq::detail

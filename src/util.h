@@ -23,8 +23,10 @@ std::optional<std::int64_t> parse_int64(std::string_view text);
 /// The Properties key of an instance's cursor: "EQStamp_<instance>".
 std::string cursor_key(std::string_view instance);
 
-/// The message of errc::instance_name_in_use: who holds the name and what to do.
+/// The message of errc::instance_name_in_use: who holds the name, how long until its lease
+/// expires (`expires_in_s`, by the database's clock) and what to do.
 std::string name_in_use_message(std::string_view name, std::string_view host, std::int64_t pid,
-                                std::string_view heartbeat, std::string_view lease_until);
+                                std::string_view heartbeat, std::string_view lease_until,
+                                double expires_in_s);
 
 }  // namespace eventq::detail

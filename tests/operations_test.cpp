@@ -120,6 +120,49 @@ TEST_CASE("a name held by a live process is refused; once its lease expires it c
   CHECK(now_held->pid == getpid());
 }
 
+TEST_CASE("an instance killed with SIGKILL restarts at once on its host; elsewhere it waits") {
+  INFO("backend " << k_backend);
+  database db;
+  { queue init(db.url, test_options("init")); }
+  auto tools = open_storage(db.url, test_options("tools"));
+  auto start_and_kill = [&] {
+    child_process holder({peer_program(), "hold", db.url, "web-01", "30000"});
+    REQUIRE(wait_until([&] {
+      auto i = find_instance(*tools, "web-01");
+      return i && i->live && i->pid == holder.pid();
+    }));
+    holder.kill(SIGKILL);
+    REQUIRE(holder.wait(10s) == 128 + SIGKILL);
+  };
+
+  SUBCASE("same host: the dead process's name is taken over without waiting") {
+    start_and_kill();
+    log_capture logs;
+    auto t0 = std::chrono::steady_clock::now();
+    queue again(db.url, test_options("web-01", &logs));  // a 30 s lease is left: no retry here
+    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+    CHECK(logs.contains("took over instance name 'web-01' from process"));
+    CHECK(find_instance(*tools, "web-01")->pid == getpid());
+  }
+  SUBCASE("another host: refused, saying how long until the lease expires") {
+    start_and_kill();
+    db.exec("UPDATE EventQueueInstances SET Host = 'elsewhere' WHERE Name = 'web-01'");
+    try {
+      queue again(db.url, test_options("web-01"));
+      FAIL("expected instance_name_in_use");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::instance_name_in_use);
+      std::string msg = e.what();
+      MESSAGE(msg);
+      auto at = msg.find("which expires in ");
+      REQUIRE(at != std::string::npos);
+      double left = std::stod(msg.substr(at + 17));
+      CHECK(left > 20.0);
+      CHECK(left <= 30.0);
+    }
+  }
+}
+
 TEST_CASE("cleanup of 200,000 old rows while another process raises: short stalls, right rows") {
   INFO("backend " << k_backend);
   database db;

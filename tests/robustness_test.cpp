@@ -183,3 +183,48 @@ TEST_CASE("stop() from a handler stops the poller once the handler returns; star
   CHECK(wait_until([&] { return calls.load() == 6; }));  // the page again: 1 + 5
   q.stop();
 }
+
+TEST_CASE("rows nobody subscribed to and unsigned rows are counted, not logged row by row") {
+  temp_dir dir;
+  auto path = dir.file("e.db");
+  std::mutex m;
+  std::vector<std::pair<log_level, std::string>> lines;
+  auto o = test_options("a");
+  o.logger = [&](log_level level, std::string_view msg) {
+    std::lock_guard lk(m);
+    lines.emplace_back(level, std::string(msg));
+  };
+  queue q("sqlite:" + path, o);
+  auto sub = q.subscribe_raw("wanted", [](const event_record&, const nlohmann::json&) {});
+  for (int i = 0; i < 10; ++i) raise_many(q, 1000, "someone.elses.type");
+  // 1,000 unsigned rows, as an application without the key (or a hand-written INSERT) makes.
+  sqlite_exec(path,
+              "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
+              "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+              "RaiseGlobally, Created) SELECT 'wanted', '{}', 'b', 1, 1, "
+              "strftime('%Y-%m-%d %H:%M:%f', 'now') FROM n");
+  q.poll_once();
+  auto st = q.stats();
+  CHECK(st.unknown_types == 10000);
+  CHECK(st.unauthentic == 1000);
+  std::lock_guard lk(m);
+  std::size_t loud = 0, detail = 0;
+  for (const auto& [level, text] : lines) {
+    if (level >= log_level::warning) {
+      ++loud;
+      MESSAGE(text);
+    }
+    if (level == log_level::debug && text.find("skipped, unauthentic") != std::string::npos) {
+      ++detail;
+    }
+  }
+  CHECK(loud <= 3);       // one summary per poll cycle (a cycle reads every page)
+  CHECK(detail == 1000);  // the per-row detail is still there, at debug
+  bool summary = false;
+  for (const auto& [level, text] : lines) {
+    summary = summary ||
+              (level == log_level::error &&
+               text.find("refused 1000 rows in this poll (1000 unauthentic)") != std::string::npos);
+  }
+  CHECK(summary);
+}

@@ -130,7 +130,9 @@ class storage {
   /// such a sign (a hint only: the caller still reads the table), false on timeout or interrupt.
   virtual bool wait_for_change(std::chrono::milliseconds timeout) = 0;
 
-  /// Makes a wait_for_change() in progress on another thread return promptly.
+  /// Makes a wait_for_change() in progress on another thread return promptly, and a read()
+  /// or store_cursor() in progress fail promptly where the backend can cancel it (PostgreSQL
+  /// does): the poller calls it from stop().
   virtual void interrupt() = 0;
 
   /// The value of the Properties row `key`; if there is none, first stores `value` there.
@@ -151,6 +153,14 @@ class storage {
   /// unexpired lease on the name; nothing is written then. An expired lease is taken over.
   virtual void register_instance(const instance_registration& who,
                                  std::chrono::milliseconds lease) = 0;
+
+  /// Records `who` as register_instance() does, but also takes the name over from an
+  /// unexpired lease held by process `dead_pid` of who.host: the caller checked that this
+  /// process no longer exists (a crashed instance restarted at once on the same host). Returns
+  /// false, writing nothing, when the name is held by anyone else. The default returns false
+  /// (the restarted instance then waits for the lease to expire).
+  virtual bool take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                                  std::chrono::milliseconds lease);
 
   /// Extends the lease of `name` held by `token` to `lease` from now and records the
   /// heartbeat. Returns false when the name is no longer held by `token` (the lease expired

@@ -1,6 +1,8 @@
 #include "postgres/postgres_config.h"
 
+#include <algorithm>
 #include <cctype>
+#include <utility>
 #include <vector>
 
 #include "backends.h"
@@ -33,12 +35,36 @@ bool parse_switch(std::string_view value, const std::string& display, std::strin
                                      " must be 'on' or 'off', not '" + std::string(value) + "'");
 }
 
+std::chrono::milliseconds parse_ms(std::string_view value, const std::string& display,
+                                   std::string_view key) {
+  auto n = detail::parse_int64(value);
+  if (!n || *n < 0 || *n > 86400000) {
+    throw error(errc::invalid_url, "database URL '" + display + "': " + std::string(key) +
+                                       " must be a number of milliseconds (0 to 86400000), not '" +
+                                       std::string(value) + "'");
+  }
+  return std::chrono::milliseconds(*n);
+}
+
+// libpq parameters that bound a connection's waits, added unless the URL sets them: a network
+// black hole then fails a call in seconds, not after the kernel's two hours.
+constexpr std::pair<const char*, const char*> k_libpq_defaults[] = {
+    {"connect_timeout", "10"},    {"keepalives", "1"},       {"keepalives_idle", "10"},
+    {"keepalives_interval", "5"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "10000"}};
+
+bool is_libpq_default(std::string_view key) {
+  for (const auto& [k, v] : k_libpq_defaults) {
+    if (key == k) return true;
+  }
+  return false;
+}
+
 // postgresql://...?a=b&schema=x: takes eventq's parameters out of the query string.
 void parse_uri(std::string_view url, config& c) {
   auto q = url.find('?');
   std::string base(url.substr(0, q));
   std::vector<std::string> kept;
-  bool has_timeout = false;
+  std::vector<std::string> present;
   if (q != std::string_view::npos) {
     std::string_view query = url.substr(q + 1);
     while (!query.empty()) {
@@ -53,13 +79,21 @@ void parse_uri(std::string_view url, config& c) {
         c.schema = std::string(value);
       } else if (key == "notify") {
         c.notify = parse_switch(value, c.display, "notify");
+      } else if (key == "statement_timeout") {
+        c.statement_timeout = parse_ms(value, c.display, key);
+      } else if (key == "lock_timeout") {
+        c.lock_timeout = parse_ms(value, c.display, key);
       } else {
-        if (key == "connect_timeout") has_timeout = true;
+        if (is_libpq_default(key)) present.emplace_back(key);
         kept.emplace_back(item);
       }
     }
   }
-  if (!has_timeout) kept.emplace_back("connect_timeout=10");
+  for (const auto& [k, v] : k_libpq_defaults) {
+    if (std::find(present.begin(), present.end(), k) == present.end()) {
+      kept.push_back(std::string(k) + "=" + v);
+    }
+  }
   c.conninfo = base;
   for (std::size_t i = 0; i < kept.size(); ++i) c.conninfo += (i == 0 ? "?" : "&") + kept[i];
 }
@@ -67,7 +101,7 @@ void parse_uri(std::string_view url, config& c) {
 // host=... dbname=... eventq_schema=x: libpq's keyword form, values optionally single-quoted.
 void parse_keywords(std::string_view s, config& c) {
   std::size_t i = 0;
-  bool has_timeout = false;
+  std::vector<std::string> present;
   std::string out;
   auto bad = [&](const std::string& why) {
     throw error(errc::invalid_url, "database URL '" + c.display + "': " + why +
@@ -111,13 +145,21 @@ void parse_keywords(std::string_view s, config& c) {
       c.schema = value;
     } else if (key == "eventq_notify") {
       c.notify = parse_switch(value, c.display, "eventq_notify");
+    } else if (key == "eventq_statement_timeout") {
+      c.statement_timeout = parse_ms(value, c.display, key);
+    } else if (key == "eventq_lock_timeout") {
+      c.lock_timeout = parse_ms(value, c.display, key);
     } else {
-      if (key == "connect_timeout") has_timeout = true;
+      if (is_libpq_default(key)) present.push_back(key);
       if (!out.empty()) out += ' ';
       out += raw;
     }
   }
-  if (!has_timeout) out += out.empty() ? "connect_timeout=10" : " connect_timeout=10";
+  for (const auto& [k, v] : k_libpq_defaults) {
+    if (std::find(present.begin(), present.end(), k) != present.end()) continue;
+    if (!out.empty()) out += ' ';
+    out += std::string(k) + "=" + v;
+  }
   c.conninfo = out;
 }
 

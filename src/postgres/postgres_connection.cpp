@@ -52,17 +52,53 @@ bool is_unavailable(const pqxx::sql_error& e) {
   }
 }
 
+void throw_cut_off(const config& cfg, const std::string& what, std::chrono::milliseconds limit) {
+  throw error(errc::database_unavailable,
+              "no reply from PostgreSQL at '" + cfg.display + "' while " + what + " within " +
+                  std::to_string(limit.count()) +
+                  " ms (statement_timeout plus a second), or the call was cancelled by stop(): "
+                  "the connection was dropped (network black hole, failover, or an unreachable "
+                  "server); the next call reconnects");
+}
+
 bool looks_closed(const pqxx::connection& c) {
   pollfd p{c.sock(), POLLIN, 0};
   return p.fd < 0 || ::poll(&p, 1, 0) != 0;
 }
 
 std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
-  auto c = std::make_unique<pqxx::connection>(m_cfg.conninfo);
+  auto c = std::make_unique<pqxx::connection>(m_cfg.conninfo);  // bounded by connect_timeout
+  // The session setup below is a round trip per setting: watched like any call, so a server
+  // that accepted the connection and then went silent cannot hold the caller.
+  std::string_view r(role);
+  auto slot = r == "reader"      ? watchdog::reader
+              : r == "admin"     ? watchdog::admin
+              : r == "listening" ? watchdog::listener
+              : r == "notifier"  ? watchdog::notifier
+                                 : watchdog::writer;
+  try {
+    watchdog::armed watch(*m_watchdog, slot, *c, false);
+    set_up(*c, role);
+  } catch (const pqxx::broken_connection&) {
+    if (m_watchdog->fired(slot)) {
+      throw_cut_off(m_cfg, std::string("setting up a connection (") + role + ")",
+                    m_watchdog->limit());
+    }
+    throw;
+  }
+  return c;
+}
+
+void postgres_storage::set_up(pqxx::connection& conn, const char* role) {
+  auto* c = &conn;
   // set_variable: libpqxx re-applies these if it ever re-establishes the connection itself.
   c->set_variable("client_min_messages", "warning");
   c->set_variable("search_path", m_cfg.schema);
   c->set_variable("application_name", std::string("'eventq ") + role + "'");
+  // A poll, a raise or a lease renewal fails (database_unavailable) instead of waiting without
+  // end behind an operator's lock or a runaway statement.
+  c->set_variable("statement_timeout", std::to_string(m_cfg.statement_timeout.count()));
+  c->set_variable("lock_timeout", std::to_string(m_cfg.lock_timeout.count()));
   // The page query's best plan depends on its snapshot bounds; a cached generic plan can scan
   // the whole Stamp range for every page of a backlog. Only the reader runs it: the writer's
   // INSERTs keep their cached plan (planning each one again cost the raise rate a tenth).
@@ -90,7 +126,6 @@ std::unique_ptr<pqxx::connection> postgres_storage::connect(const char* role) {
     c->set_variable("synchronous_commit", "off");
   }
   prepare_statements(*c, m_cfg.schema);
-  return c;
 }
 
 pqxx::connection& postgres_storage::writer() {

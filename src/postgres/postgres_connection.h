@@ -6,8 +6,13 @@
 
 #include "eventq/error.h"
 #include "postgres/postgres_storage.h"
+#include "postgres/postgres_watchdog.h"
 
 namespace eventq::postgres {
+
+// The error of a call that the watchdog cut off (no reply within the limit, or stop()).
+[[noreturn]] void throw_cut_off(const config& cfg, const std::string& what,
+                                std::chrono::milliseconds limit);
 
 // True when the server has closed (or written to) an idle connection: it was restarted or
 // terminated us. Checked before a write so that a statement is never sent on a dead connection,
@@ -22,15 +27,19 @@ auto postgres_storage::on_reader(const char* what, F&& f) {
   for (int attempt = 0;; ++attempt) {
     bool reused = m_reader && m_reader->is_open();
     try {
-      return f(reader());
+      auto& c = reader();
+      watchdog::armed watch(*m_watchdog, watchdog::reader, c);
+      return f(c);
     } catch (const error&) {
       throw;
     } catch (const pqxx::broken_connection&) {
       m_reader.reset();
+      if (m_watchdog->fired(watchdog::reader)) throw_cut_off(m_cfg, what, m_watchdog->limit());
       if (reused && attempt == 0) continue;
       rethrow_as_error(m_cfg, what);
     } catch (const pqxx::sql_error& e) {
       m_reader.reset();
+      if (m_watchdog->fired(watchdog::reader)) throw_cut_off(m_cfg, what, m_watchdog->limit());
       if (reused && attempt == 0 && is_unavailable(e)) continue;
       rethrow_as_error(m_cfg, what);
     } catch (...) {

@@ -69,6 +69,10 @@ void postgres_storage::migrate(pqxx::connection& c) {
 
   notice_collector notices(c);
   pqxx::work tx(c);
+  // A migration may rewrite a large table, and waits for another opener's migration: not
+  // bounded by the session's statement and lock timeouts (the watchdog is not armed here).
+  tx.exec("SET LOCAL statement_timeout = 0");
+  tx.exec("SET LOCAL lock_timeout = 0");
   // Serialises openers of this schema: the first migrates, the others then find it current.
   // What follows reads the catalogs by statement and takes locks (CREATE ... IF NOT EXISTS), so
   // it sees what the opener before us committed while we waited; a lookup served from this

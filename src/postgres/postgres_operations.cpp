@@ -4,6 +4,7 @@
 #include <pqxx/pqxx>
 
 #include "eventq/error.h"
+#include "postgres/postgres_connection.h"
 #include "postgres/postgres_storage.h"
 #include "util.h"
 
@@ -61,11 +62,13 @@ auto postgres_storage::on_admin(const char* what, F&& f) {
   std::lock_guard lk(m_admin_mutex);
   try {
     if (!m_admin || !m_admin->is_open()) m_admin = connect("admin");
+    watchdog::armed watch(*m_watchdog, watchdog::admin, *m_admin);
     return f(*m_admin);
   } catch (const error&) {
     throw;
   } catch (...) {
     m_admin.reset();
+    if (m_watchdog->fired(watchdog::admin)) throw_cut_off(m_cfg, what, m_watchdog->limit());
     rethrow_as_error(m_cfg, what);
   }
 }
@@ -77,9 +80,9 @@ int postgres_storage::schema_version() {
   });
 }
 
-void postgres_storage::register_instance(const instance_registration& who,
-                                         std::chrono::milliseconds lease) {
-  on_admin("registering the instance", [&](pqxx::connection& c) {
+bool postgres_storage::claim_instance(const instance_registration& who,
+                                      std::chrono::milliseconds lease, std::int64_t dead_pid) {
+  return on_admin("registering the instance", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     auto r = tx.exec_params(
         "INSERT INTO EventQueueInstances (Name, Host, Pid, Version, Token, Started, Heartbeat, "
@@ -89,23 +92,36 @@ void postgres_storage::register_instance(const instance_registration& who,
         "Version = EXCLUDED.Version, Token = EXCLUDED.Token, Started = EXCLUDED.Started, "
         "Heartbeat = EXCLUDED.Heartbeat, LeaseUntil = EXCLUDED.LeaseUntil "
         "WHERE EventQueueInstances.LeaseUntil <= now() "
-        "OR EventQueueInstances.Token = EXCLUDED.Token",
+        "OR EventQueueInstances.Token = EXCLUDED.Token "
+        "OR (EventQueueInstances.Host = EXCLUDED.Host AND EventQueueInstances.Pid = $7)",
         who.name, who.host, static_cast<long long>(who.pid), who.version, who.token,
-        static_cast<long long>(lease.count()));
+        static_cast<long long>(lease.count()), static_cast<long long>(dead_pid));
     if (r.affected_rows() == 0) {
+      if (dead_pid > 0) return false;
       auto h = tx.exec_params1(
           "SELECT Host, Pid, "
           "to_char(Heartbeat AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'), "
-          "to_char(LeaseUntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') "
+          "to_char(LeaseUntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'), "
+          "extract(epoch FROM LeaseUntil - now())::float8 "
           "FROM EventQueueInstances WHERE Name = $1",
           who.name);
       throw error(errc::instance_name_in_use,
                   detail::name_in_use_message(who.name, h[0].c_str(), h[1].as<std::int64_t>(),
-                                              h[2].c_str(), h[3].c_str()));
+                                              h[2].c_str(), h[3].c_str(), h[4].as<double>()));
     }
     tx.commit();
-    return 0;
+    return true;
   });
+}
+
+void postgres_storage::register_instance(const instance_registration& who,
+                                         std::chrono::milliseconds lease) {
+  claim_instance(who, lease, -1);
+}
+
+bool postgres_storage::take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                                          std::chrono::milliseconds lease) {
+  return dead_pid > 0 && claim_instance(who, lease, dead_pid);
 }
 
 bool postgres_storage::renew_instance(std::string_view name, std::string_view token,

@@ -32,6 +32,9 @@ namespace eventq::postgres {
 postgres_storage::postgres_storage(config cfg, const options& opts)
     : m_cfg(std::move(cfg)), m_logger(opts.logger) {
   try {
+    m_watchdog = std::make_unique<watchdog>(m_cfg.statement_timeout.count() > 0
+                                                ? m_cfg.statement_timeout + std::chrono::seconds(1)
+                                                : std::chrono::milliseconds(0));
     auto c = connect("opening the queue");
     migrate(*c);
     m_writer = std::move(c);
@@ -121,6 +124,7 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
         rethrow_as_error(m_cfg, "raising events");
       }
       try {
+        watchdog::armed watch(*m_watchdog, watchdog::writer, *c);
         pqxx::nontransaction tx(*c);
         if (events.size() == 1) {
           const auto& e = events.front();

@@ -28,6 +28,8 @@ bool is_unavailable(const pqxx::sql_error& e);
 /// from a catch block.
 [[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what);
 
+class watchdog;
+
 /// An eventfd that other threads signal to wake a poll(); fd() is -1 where unavailable.
 class wake_fd {
  public:
@@ -72,6 +74,8 @@ class postgres_storage final : public storage {
   int schema_version() override;
   void register_instance(const instance_registration& who,
                          std::chrono::milliseconds lease) override;
+  bool take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                          std::chrono::milliseconds lease) override;
   bool renew_instance(std::string_view name, std::string_view token,
                       std::chrono::milliseconds lease) override;
   void release_instance(std::string_view name, std::string_view token) override;
@@ -87,12 +91,17 @@ class postgres_storage final : public storage {
   std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
 
  private:
+  // register_instance(), and take_over_instance() when dead_pid > 0: returns false (instead of
+  // throwing instance_name_in_use) when a take-over finds another holder.
+  bool claim_instance(const instance_registration& who, std::chrono::milliseconds lease,
+                      std::int64_t dead_pid);
   // Writes several rows with one statement whose fields are joined by a separator; nullopt
   // when a field holds it.
   std::optional<std::vector<std::int64_t>> insert_joined(pqxx::transaction_base& tx,
                                                          std::span<const event_record> events);
   class listener;
   std::unique_ptr<pqxx::connection> connect(const char* role);
+  void set_up(pqxx::connection& c, const char* role);  // session settings, statements
   void migrate(pqxx::connection& c);
   int schema_version(pqxx::transaction_base& tx) const;
   pqxx::connection& writer();  // REQUIRES: m_write_mutex held
@@ -108,6 +117,7 @@ class postgres_storage final : public storage {
 
   config m_cfg;
   log_function m_logger;
+  std::unique_ptr<watchdog> m_watchdog;  // bounds the reader's, writer's and admin's calls
 
   std::mutex m_write_mutex;
   std::unique_ptr<pqxx::connection> m_writer;

@@ -107,6 +107,7 @@ void postgres_storage::notifier_loop() {
     bool failed = false;
     try {
       if (!conn || !conn->is_open() || looks_closed(*conn)) conn = connect("notifier");
+      watchdog::armed watch(*m_watchdog, watchdog::notifier, *conn, false);
       pqxx::nontransaction tx(*conn);
       tx.exec_prepared("eventq_wake");
     } catch (const std::exception& e) {
@@ -133,6 +134,7 @@ bool postgres_storage::ensure_listener() {
   m_listen_conn.reset();
   try {
     m_listen_conn = connect("listening");
+    watchdog::armed watch(*m_watchdog, watchdog::listener, *m_listen_conn, false);  // LISTEN
     m_listener = std::make_unique<listener>(*m_listen_conn, channel_of(m_cfg.schema), m_notified);
   } catch (const std::exception& e) {
     m_listener.reset();
@@ -216,6 +218,10 @@ void postgres_storage::interrupt() {
   }
   m_wait_cv.notify_all();
   m_wake.signal();
+  // stop() must not wait for a read blocked on a lock or an unreachable server: cancel it, and
+  // cut the connection off if the cancel gets no answer within half a second.
+  m_watchdog->cancel(watchdog::reader, std::chrono::milliseconds(500));
+  m_watchdog->cancel(watchdog::listener, std::chrono::milliseconds(0));  // it reconnects
 }
 
 }  // namespace eventq::postgres

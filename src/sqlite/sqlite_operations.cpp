@@ -36,8 +36,8 @@ int sqlite_storage::schema_version() {
   return static_cast<int>(s.int64(0));
 }
 
-void sqlite_storage::register_instance(const instance_registration& who,
-                                       std::chrono::milliseconds lease) {
+bool sqlite_storage::claim_instance(const instance_registration& who,
+                                    std::chrono::milliseconds lease, std::int64_t dead_pid) {
   auto now = system_clock::now();
   std::lock_guard lk(m_write_mutex);
   write_transaction tx(m_writer);
@@ -49,7 +49,8 @@ void sqlite_storage::register_instance(const instance_registration& who,
       "Version = excluded.Version, Token = excluded.Token, Started = excluded.Started, "
       "Heartbeat = excluded.Heartbeat, LeaseUntil = excluded.LeaseUntil "
       "WHERE EventQueueInstances.LeaseUntil <= ?6 "
-      "OR EventQueueInstances.Token = excluded.Token");
+      "OR EventQueueInstances.Token = excluded.Token "
+      "OR (EventQueueInstances.Host = excluded.Host AND EventQueueInstances.Pid = ?8)");
   upsert.bind(1, who.name)
       .bind(2, who.host)
       .bind(3, who.pid)
@@ -57,19 +58,34 @@ void sqlite_storage::register_instance(const instance_registration& who,
       .bind(5, who.token)
       .bind(6, utc(now))
       .bind(7, utc(now + lease))
+      .bind(8, dead_pid)
       .run();
   if (m_writer.changes() == 0) {
+    if (dead_pid > 0) return false;
     statement holder(m_writer,
-                     "SELECT Host, Pid, Heartbeat, LeaseUntil FROM EventQueueInstances "
-                     "WHERE Name = ?1");
-    holder.bind(1, who.name);
+                     "SELECT Host, Pid, Heartbeat, LeaseUntil, "
+                     "(julianday(LeaseUntil) - julianday(?2)) * 86400.0 "
+                     "FROM EventQueueInstances WHERE Name = ?1");
+    holder.bind(1, who.name).bind(2, utc(now));
     holder.step();
-    auto msg = detail::name_in_use_message(who.name, holder.text_view(0), holder.int64(1),
-                                           holder.text_view(2), holder.text_view(3));
+    auto msg =
+        detail::name_in_use_message(who.name, holder.text_view(0), holder.int64(1),
+                                    holder.text_view(2), holder.text_view(3), holder.real(4));
     holder.reset();
     throw error(errc::instance_name_in_use, msg);
   }
   tx.commit();
+  return true;
+}
+
+void sqlite_storage::register_instance(const instance_registration& who,
+                                       std::chrono::milliseconds lease) {
+  claim_instance(who, lease, -1);
+}
+
+bool sqlite_storage::take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                                        std::chrono::milliseconds lease) {
+  return dead_pid > 0 && claim_instance(who, lease, dead_pid);
 }
 
 bool sqlite_storage::renew_instance(std::string_view name, std::string_view token,

@@ -41,6 +41,8 @@ class sqlite_storage final : public storage {
   int schema_version() override;
   void register_instance(const instance_registration& who,
                          std::chrono::milliseconds lease) override;
+  bool take_over_instance(const instance_registration& who, std::int64_t dead_pid,
+                          std::chrono::milliseconds lease) override;
   bool renew_instance(std::string_view name, std::string_view token,
                       std::chrono::milliseconds lease) override;
   void release_instance(std::string_view name, std::string_view token) override;
@@ -59,6 +61,10 @@ class sqlite_storage final : public storage {
   void notify_change();
 
  private:
+  // register_instance(), and take_over_instance() when dead_pid > 0: returns false (instead of
+  // throwing instance_name_in_use) when a take-over finds another holder.
+  bool claim_instance(const instance_registration& who, std::chrono::milliseconds lease,
+                      std::int64_t dead_pid);
   void migrate();
   std::int64_t sequence_locked();  // REQUIRES: m_read_mutex held
   bool data_version_changed();

@@ -1,0 +1,204 @@
+// Never hang on PostgreSQL: stop() cancels a query blocked on an operator's lock, and a network
+// black hole (a path that stops forwarding without a reset) fails a poll within the configured
+// timeout instead of blocking for the kernel's two hours. Real server, real TCP proxy.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "pg_support.h"
+#include "support.h"
+
+using namespace eventq;
+using namespace eventq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+std::chrono::milliseconds since(clock_type::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0);
+}
+
+struct counter {
+  std::mutex m;
+  std::set<std::int64_t> ids;
+  raw_handler handler() {
+    return [this](const event_record& r, const nlohmann::json&) {
+      std::lock_guard lk(m);
+      ids.insert(r.id);
+    };
+  }
+  std::size_t size() {
+    std::lock_guard lk(m);
+    return ids.size();
+  }
+};
+
+// A TCP proxy from a loopback port to the test server that can stop forwarding without closing
+// anything: what a failover without a reset or a dropped NAT entry looks like to a client.
+class black_hole_proxy {
+ public:
+  explicit black_hole_proxy(int target_port) : m_target(target_port) {
+    m_listen = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(m_listen, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(m_listen, 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(m_listen, reinterpret_cast<sockaddr*>(&a), &len);
+    m_port = ntohs(a.sin_port);
+    m_thread = std::thread([this] { run(); });
+  }
+  ~black_hole_proxy() {
+    m_stop = true;
+    m_thread.join();
+    ::close(m_listen);
+  }
+  int port() const { return m_port; }
+  void swallow(bool on) { m_black_hole = on; }
+
+ private:
+  void run() {
+    std::vector<std::pair<int, int>> pairs;  // client, server
+    while (!m_stop) {
+      std::vector<pollfd> fds{{m_listen, POLLIN, 0}};
+      if (!m_black_hole) {
+        for (auto [c, s] : pairs) {
+          fds.push_back({c, POLLIN, 0});
+          fds.push_back({s, POLLIN, 0});
+        }
+      }
+      if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
+      if (fds[0].revents) {
+        int c = ::accept(m_listen, nullptr, nullptr);
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(static_cast<std::uint16_t>(m_target));
+        if (c >= 0 && ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+          pairs.emplace_back(c, s);
+        } else {
+          ::close(c);
+          ::close(s);
+        }
+        continue;  // fds no longer matches pairs
+      }
+      for (std::size_t i = 0; i < pairs.size(); ++i) {
+        auto [c, s] = pairs[i];
+        bool closed = false;
+        for (auto [from, to, revents] :
+             {std::tuple{c, s, fds[1 + 2 * i].revents}, std::tuple{s, c, fds[2 + 2 * i].revents}}) {
+          if (!revents || closed) continue;
+          char buf[65536];
+          auto n = ::read(from, buf, sizeof buf);
+          if (n <= 0 || ::write(to, buf, static_cast<std::size_t>(n)) != n) closed = true;
+        }
+        if (closed) {
+          ::close(c);
+          ::close(s);
+          pairs.erase(pairs.begin() + static_cast<std::ptrdiff_t>(i));
+          break;
+        }
+      }
+    }
+    for (auto [c, s] : pairs) {
+      ::close(c);
+      ::close(s);
+    }
+  }
+
+  int m_target;
+  int m_listen = -1;
+  int m_port = 0;
+  std::atomic<bool> m_stop{false}, m_black_hole{false};
+  std::thread m_thread;
+};
+
+int server_port() {
+  auto url = pg::server_url();  // postgresql://user@127.0.0.1:PORT/db
+  auto colon = url.rfind(':');
+  return std::stoi(url.substr(colon + 1));
+}
+
+}  // namespace
+
+TEST_CASE("stop() returns within a second while a poll waits for an operator's table lock") {
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  counter got;
+  queue q(url, test_options("a"));
+  auto sub = q.subscribe_all(got.handler());
+  for (int i = 0; i < 5; ++i) q.raise_raw("t", {{"i", i}}, raise_mode::both);
+
+  auto op = pg::connect(schema);
+  pqxx::work lock(*op);
+  lock.exec("LOCK TABLE EventQueue IN ACCESS EXCLUSIVE MODE");
+  q.start();
+  REQUIRE(wait_until([&] {
+    return pg::text(schema,
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+                    "to_regclass('" +
+                        schema + ".eventqueue')") != "0";
+  }));
+  // On the old code stop() waited for the lock: give the lock up after 5 s so it fails, not hangs.
+  std::thread release([&] {
+    std::this_thread::sleep_for(5s);
+    lock.abort();
+  });
+  auto t0 = clock_type::now();
+  q.stop();
+  auto took = since(t0);
+  release.join();
+  MESSAGE("stop() took " << took.count() << " ms");
+  CHECK(took < 1000ms);
+  CHECK(got.size() == 0);
+  q.start();  // after the lock is gone, everything arrives
+  CHECK(wait_until([&] { return got.size() == 5; }));
+  q.stop();
+}
+
+TEST_CASE("a network black hole fails a poll within the timeout; stop() returns; nothing lost") {
+  auto schema = pg::fresh_schema();
+  black_hole_proxy proxy(server_port());
+  auto direct = pg::url_with_schema(schema);
+  auto via_proxy = "postgresql://postgres@127.0.0.1:" + std::to_string(proxy.port()) +
+                   "/eventq_test?schema=" + schema + "&statement_timeout=1000&connect_timeout=2";
+  queue raiser(direct, test_options("raiser"));
+  log_capture logs;
+  counter got;
+  queue q(via_proxy, test_options("a", &logs));
+  auto sub = q.subscribe_all(got.handler());
+  raiser.raise_raw("t", {{"n", 0}}, raise_mode::globally);
+  q.start();
+  REQUIRE(wait_until([&] { return got.size() == 1; }));
+
+  proxy.swallow(true);
+  for (int i = 1; i <= 5; ++i) raiser.raise_raw("t", {{"n", i}}, raise_mode::globally);
+  std::this_thread::sleep_for(500ms);  // the poller reads through the black hole now
+  auto t0 = clock_type::now();
+  q.stop();
+  auto took = since(t0);
+  MESSAGE("stop() during the black hole took " << took.count() << " ms");
+  CHECK(took < 1000ms);  // a call in flight is cancelled, and cut off 500 ms later
+
+  q.start();
+  t0 = clock_type::now();
+  REQUIRE(wait_until([&] { return q.stats().poll_errors > 0; }, 20s));
+  MESSAGE("poll failed after " << since(t0).count() << " ms of black hole");
+  CHECK(since(t0) < 5000ms);  // statement_timeout 1 s, plus a second, plus a slow machine
+  CHECK(logs.contains("no reply from PostgreSQL"));
+
+  proxy.swallow(false);
+  CHECK(wait_until([&] { return got.size() == 6; }, 30s));
+  q.stop();
+}
