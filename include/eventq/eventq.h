@@ -8,5 +8,6 @@
 #include "eventq/options.h"
 #include "eventq/queue.h"
 #include "eventq/signing.h"
+#include "eventq/status.h"
 #include "eventq/storage.h"
 #include "eventq/subscription.h"

@@ -163,6 +163,12 @@ class storage {
   /// Rows, ages, rows per type, the latest cleanup.
   virtual queue_summary summary() = 0;
 
+  /// How many rows were created in each of the `minutes` minutes from `from` on: element i
+  /// counts the rows with Created in [from + i min, from + (i+1) min). For the status page's
+  /// chart. The default returns an empty vector (the page then shows no chart).
+  virtual std::vector<std::int64_t> events_per_minute(std::chrono::system_clock::time_point from,
+                                                      int minutes);
+
   /// Takes the database-wide lease `task` (e.g. "cleanup") for `holder` for `length`, unless
   /// another holder has an unexpired lease on it, or the task last completed less than
   /// `min_interval` ago. Returns true when taken; taking it again as its holder renews it.

@@ -12,6 +12,7 @@
 
 #include "eventq/eventq.h"
 #include "output.h"
+#include "serve.h"
 
 namespace {
 
@@ -62,6 +63,8 @@ struct args {
   std::string keep, max_age = "7d", wait = "0";
   std::size_t batch_size = 2000;
   bool dry_run = false;
+  // serve
+  cli::serve_settings serve;
 };
 
 // Throws usage_error unless a database is named; unless `create`, an SQLite file must exist (a
@@ -143,7 +146,7 @@ int run_stats(const args& a) {
   if (a.json) {
     std::cout << cli::stats_json(s->backend_name(), summary, instances).dump(2) << '\n';
   } else if (a.prometheus) {
-    cli::print_prometheus(std::cout, summary, instances);
+    write_prometheus(std::cout, summary, instances);
   } else {
     cli::print_stats_table(std::cout, s->backend_name(), summary, instances);
   }
@@ -204,6 +207,19 @@ int run_cleanup(const args& a) {
   return 0;
 }
 
+int run_serve(const args& a) {
+  try {
+    cli::check_listen(a.serve);
+  } catch (const std::invalid_argument& e) {
+    throw usage_error(e.what());
+  }
+  check_db(a, false);
+  status_reader reader(a.db, tool_options());
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  return cli::serve(reader, a.serve, g_stop);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -261,7 +277,21 @@ int main(int argc, char** argv) {
   verify->add_option("--count", a.count, "list at most this many (default 1000)");
   verify->add_flag("--json", a.json, "one JSON object per line");
 
-  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify}) sub->fallthrough();
+  auto* serve = app.add_subcommand(
+      "serve", "HTTP: a status page (/), Prometheus metrics (/metrics), JSON (/api/status)");
+  serve
+      ->add_option("--listen", a.serve.listen,
+                   "HOST:PORT to listen on; other than loopback it needs --token")
+      ->capture_default_str();
+  serve
+      ->add_option("--token", a.serve.token,
+                   "require 'Authorization: Bearer TOKEN' on every request")
+      ->envname("EVENTQ_SERVE_TOKEN");
+  serve->add_option("--refresh", a.serve.refresh_seconds, "the page reloads every N seconds")
+      ->capture_default_str();
+
+  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify, serve})
+    sub->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -278,6 +308,7 @@ int main(int argc, char** argv) {
     if (*instances) return run_instances(a);
     if (*cleanup) return run_cleanup(a);
     if (*verify) return run_verify(a);
+    if (*serve) return run_serve(a);
   } catch (const usage_error& e) {
     std::cerr << "eventq: " << one_line(e.what()) << '\n';
     return 2;

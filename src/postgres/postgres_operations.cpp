@@ -173,6 +173,26 @@ queue_summary postgres_storage::summary() {
   });
 }
 
+std::vector<std::int64_t> postgres_storage::events_per_minute(system_clock::time_point from,
+                                                              int minutes) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(std::max(minutes, 0)), 0);
+  if (out.empty()) return out;
+  auto to = from + std::chrono::minutes(minutes);
+  return on_admin("counting events per minute", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT floor(extract(epoch FROM Created - $1::timestamptz) / 60)::int, count(*) "
+        "FROM EventQueue WHERE Created >= $1::timestamptz AND Created < $2::timestamptz "
+        "GROUP BY 1",
+        timestamptz(from), timestamptz(to));
+    for (const auto& row : rows) {
+      auto i = row[0].as<int>();
+      if (i >= 0 && i < minutes) out[static_cast<std::size_t>(i)] += row[1].as<std::int64_t>();
+    }
+    return out;
+  });
+}
+
 bool postgres_storage::acquire_task(std::string_view task, std::string_view holder,
                                     std::chrono::milliseconds length,
                                     std::chrono::milliseconds min_interval) {

@@ -1,6 +1,8 @@
 // The SQLite storage, part two: the instance registry, task leases, cleanup and statistics.
 // Times are UTC text in format_utc's form, which sorts like the times it names; "now" is this
 // host's clock, the only one an SQLite file has.
+#include <algorithm>
+
 #include "sqlite/sqlite_storage.h"
 #include "util.h"
 
@@ -149,6 +151,29 @@ queue_summary sqlite_storage::summary() {
     }
     task.reset();
   }
+  return out;
+}
+
+std::vector<std::int64_t> sqlite_storage::events_per_minute(system_clock::time_point from,
+                                                            int minutes) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(std::max(minutes, 0)), 0);
+  if (out.empty()) return out;
+  auto to = from + std::chrono::minutes(minutes);
+  std::lock_guard lk(m_read_mutex);
+  // Created is text that sorts like time: the index range is read once, grouped by its
+  // "YYYY-MM-DD HH:MM" prefix, with no date arithmetic per row.
+  statement s(m_reader,
+              "SELECT substr(Created, 1, 16), count(*) FROM EventQueue "
+              "WHERE Created >= ?1 AND Created < ?2 GROUP BY 1");
+  s.bind(1, utc(from)).bind(2, utc(to));
+  while (s.step()) {
+    auto minute = detail::parse_utc(std::string(s.text_view(0)) + ":00");
+    if (!minute) continue;  // a Created value eventq did not write
+    auto i = std::chrono::floor<std::chrono::minutes>(*minute - from).count();
+    if (*minute < from) i = 0;  // the partial first minute
+    if (i >= 0 && i < minutes) out[static_cast<std::size_t>(i)] += s.int64(1);
+  }
+  s.reset();
   return out;
 }
 

@@ -46,6 +46,8 @@ class sqlite_storage final : public storage {
   void release_instance(std::string_view name, std::string_view token) override;
   std::vector<instance_info> instances() override;
   queue_summary summary() override;
+  std::vector<std::int64_t> events_per_minute(std::chrono::system_clock::time_point from,
+                                              int minutes) override;
   bool acquire_task(std::string_view task, std::string_view holder,
                     std::chrono::milliseconds length,
                     std::chrono::milliseconds min_interval) override;
