@@ -13,6 +13,97 @@ std::vector<std::int64_t> storage::events_per_minute(std::chrono::system_clock::
   return {};
 }
 
+bool storage::renew_instance(std::string_view name, std::string_view token,
+                             std::chrono::milliseconds lease, const metrics&) {
+  return renew_instance(name, token, lease);
+}
+
+std::int64_t storage::add_control_request(const control_request&) {
+  throw error(errc::invalid_argument, "the '" + std::string(backend_name()) +
+                                          "' storage backend does not take operator requests");
+}
+
+std::vector<control_request> storage::take_control_requests(std::string_view, std::string_view) {
+  return {};
+}
+
+void storage::complete_control_request(std::int64_t, std::string_view) {}
+
+std::vector<control_request> storage::control_requests(std::size_t) { return {}; }
+
+std::string storage::cursor_before(std::chrono::system_clock::time_point) {
+  throw error(errc::invalid_argument,
+              "the '" + std::string(backend_name()) + "' storage backend cannot position a replay");
+}
+
+std::string_view to_string(control_action a) noexcept {
+  return a == control_action::replay ? "replay" : "resync";
+}
+
+namespace detail {
+
+namespace {
+
+// The fields of metrics by name, for the Counters column.
+template <class F>
+void each_counter(F&& f, auto& m) {
+  f("raised", m.raised);
+  f("delivered", m.delivered);
+  f("handler_errors", m.handler_errors);
+  f("undecodable", m.undecodable);
+  f("unauthentic", m.unauthentic);
+  f("oversized", m.oversized);
+  f("unknown_types", m.unknown_types);
+  f("missed", m.missed);
+  f("polls", m.polls);
+  f("poll_errors", m.poll_errors);
+  f("cleanup_deleted", m.cleanup_deleted);
+  f("cleanup_runs", m.cleanup_runs);
+  f("cleanup_errors", m.cleanup_errors);
+  f("lease_renewals", m.lease_renewals);
+  f("lease_renewal_failures", m.lease_renewal_failures);
+}
+
+}  // namespace
+
+std::string not_live_message(std::string_view instance) {
+  return "instance '" + std::string(instance) +
+         "' is not live (no running process holds its lease; see 'eventq instances'): "
+         "nothing was requested";
+}
+
+std::string metrics_to_text(const metrics& m) {
+  nlohmann::json j = nlohmann::json::object();
+  each_counter([&](const char* k, const std::uint64_t& v) { j[k] = v; }, m);
+  j["last_poll_us"] = m.last_poll_duration.count();
+  return j.dump();
+}
+
+std::optional<metrics> metrics_from_text(std::string_view text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  metrics m;
+  bool ok = true;
+  each_counter(
+      [&](const char* k, std::uint64_t& v) {
+        auto it = j.find(k);
+        if (it != j.end() && it->is_number_unsigned()) {
+          v = it->get<std::uint64_t>();
+        } else if (it != j.end()) {
+          ok = false;
+        }
+      },
+      m);
+  auto p = j.find("last_poll_us");
+  if (p != j.end() && p->is_number_integer()) {
+    m.last_poll_duration = std::chrono::microseconds(p->get<std::int64_t>());
+  }
+  if (!ok) return std::nullopt;
+  return m;
+}
+
+}  // namespace detail
+
 namespace {
 
 using std::chrono::system_clock;

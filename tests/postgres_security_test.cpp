@@ -415,7 +415,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
   }
 
   SUBCASE("app: a schema with pending migrations is refused with what to do") {
-    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 3");
+    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 6");
     try {
       queue q(url_as(app, schema), with_secret("web1"));
       FAIL("opened a schema with a pending migration");
@@ -431,7 +431,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     }
     // The owner migrates (here: records the migration whose row was deleted); the app opens.
     pg::exec(schema,
-             "INSERT INTO EventQueueSchema (Version, Description) VALUES (3, '0003_signatures')");
+             "INSERT INTO EventQueueSchema (Version, Description) VALUES (6, '0006_control')");
     CHECK_NOTHROW(queue(url_as(app, schema), with_secret("web1")));
   }
 
@@ -447,7 +447,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK(tx.exec1("SELECT count(*) FROM Properties WHERE Key LIKE 'EQStamp\\_%'")[0].as<int>() ==
             2);
       CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
-      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 3);
+      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 6);
     }
     for (const char* sql :
          {"INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "

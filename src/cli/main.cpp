@@ -9,6 +9,7 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "eventq/eventq.h"
 #include "output.h"
@@ -65,6 +66,8 @@ struct args {
   bool dry_run = false;
   // serve
   cli::serve_settings serve;
+  // resync, replay
+  std::string target, since, control_wait = "0";
 };
 
 // Throws usage_error unless a database is named; unless `create`, an SQLite file must exist (a
@@ -207,6 +210,44 @@ int run_cleanup(const args& a) {
   return 0;
 }
 
+// eventq resync / replay: stores the request for a live instance (exit 1 and a message when
+// it is not live); with --wait, waits for the instance to acknowledge it and prints the result.
+int run_control(const args& a, control_action action) {
+  control_request r;
+  r.instance = a.target;
+  r.action = action;
+  std::chrono::seconds wait{0};
+  try {
+    if (action == control_action::replay) {
+      r.since = std::chrono::system_clock::now() - parse_duration(a.since);
+    }
+    wait = parse_duration(a.control_wait);
+  } catch (const error& e) {
+    throw usage_error(e.what());
+  }
+  r.requested_by = "eventq-cli@" + host_name() + ":" + std::to_string(getpid());
+  auto s = open(a);
+  auto id = s->add_control_request(r);
+  std::cout << "request " << id << ": " << to_string(action) << " of " << r.instance
+            << " stored; the instance carries it out at its next lease renewal" << std::endl;
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  while (wait.count() > 0 && !g_stop) {
+    for (const auto& c : s->control_requests(100)) {
+      if (c.id == id && c.done) {
+        std::cout << "request " << id << ": " << c.result << '\n';
+        return c.result.rfind("failed", 0) == 0 ? 1 : 0;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::cerr << "eventq: request " << id << " not acknowledged within " << a.control_wait
+                << " (is the instance's renewal failing? see 'eventq instances')\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
 int run_serve(const args& a) {
   try {
     cli::check_listen(a.serve);
@@ -290,7 +331,17 @@ int main(int argc, char** argv) {
   serve->add_option("--refresh", a.serve.refresh_seconds, "the page reloads every N seconds")
       ->capture_default_str();
 
-  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify, serve})
+  auto* resync = app.add_subcommand(
+      "resync", "make one live instance raise Missed and continue from the head (a cold boot)");
+  resync->add_option("--instance", a.target, "the instance name")->required();
+  resync->add_option("--wait", a.control_wait, "wait this long for its result (e.g. 30s)");
+  auto* replay = app.add_subcommand(
+      "replay", "make one live instance deliver again every retained event since a time");
+  replay->add_option("--instance", a.target, "the instance name")->required();
+  replay->add_option("--since", a.since, "how far back: 30m, 2h, 1d")->required();
+  replay->add_option("--wait", a.control_wait, "wait this long for its result (e.g. 30s)");
+
+  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify, serve, resync, replay})
     sub->fallthrough();
 
   try {
@@ -309,6 +360,8 @@ int main(int argc, char** argv) {
     if (*cleanup) return run_cleanup(a);
     if (*verify) return run_verify(a);
     if (*serve) return run_serve(a);
+    if (*resync) return run_control(a, control_action::resync);
+    if (*replay) return run_control(a, control_action::replay);
   } catch (const usage_error& e) {
     std::cerr << "eventq: " << one_line(e.what()) << '\n';
     return 2;
