@@ -161,6 +161,36 @@ void write_prometheus(std::ostream& out, const queue_summary& s,
 
 void write_prometheus(std::ostream& out, const farm_status& status) {
   write_prometheus(out, status.summary, status.instances);
+  // Each instance's own counters, as it reported them at its latest lease renewal.
+  struct reported {
+    const char* name;
+    std::uint64_t metrics::*field;
+    const char* help;
+  };
+  const reported per_instance[] = {
+      {"eventq_instance_delivered_total", &metrics::delivered,
+       "Events the instance handed to a handler (reported at its lease renewal)."},
+      {"eventq_instance_handler_errors_total", &metrics::handler_errors,
+       "Handler calls that threw in the instance."},
+      {"eventq_instance_unauthentic_total", &metrics::unauthentic,
+       "Rows the instance refused: signature missing or wrong, key unknown."},
+      {"eventq_instance_undecodable_total", &metrics::undecodable,
+       "Rows the instance could not parse or decode."},
+      {"eventq_instance_missed_total", &metrics::missed, "Missed notifications in the instance."},
+      {"eventq_instance_raised_total", &metrics::raised, "Events the instance raised."},
+  };
+  for (const auto& r : per_instance) {
+    family(out, r.name, "counter", r.help);
+    for (const auto& i : status.instances) {
+      if (i.counters)
+        out << r.name << instance_label(i.name) << ' ' << (*i.counters).*r.field << '\n';
+    }
+  }
+  std::size_t pending = 0;
+  for (const auto& c : status.control) pending += c.done ? 0 : 1;
+  family(out, "eventq_control_requests_pending", "gauge",
+         "Operator requests (resync, replay) not yet carried out.");
+  out << "eventq_control_requests_pending " << pending << '\n';
   family(out, "eventq_rejected_rows", "gauge",
          "Retained rows that instances refuse (bad signature, malformed...), up to the listed "
          "maximum.");

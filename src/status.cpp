@@ -162,6 +162,7 @@ farm_status status_reader::read() {
   out.chart_from = std::chrono::floor<std::chrono::minutes>(out.taken) + std::chrono::minutes(1) -
                    std::chrono::minutes(minutes);
   out.events_per_minute = s.events_per_minute(out.chart_from, minutes);
+  out.control = s.control_requests(m_impl->settings.recent_requests);
   auto now = std::chrono::steady_clock::now();
   if (!m_impl->rejected_at || now - *m_impl->rejected_at >= m_impl->settings.rejected_refresh) {
     m_impl->rejected = find_rejected_rows(s, m_impl->opts, m_impl->settings.max_rejected);
@@ -182,17 +183,32 @@ nlohmann::json status_json(const farm_status& st) {
   }
   nlohmann::json instances = nlohmann::json::array();
   for (const auto& i : st.instances) {
-    instances.push_back({{"name", i.name},
-                         {"live", i.live},
-                         {"behind", or_null(i.behind)},
-                         {"heartbeat_age_seconds", or_null(i.heartbeat_age_seconds)},
-                         {"host", i.host},
-                         {"pid", i.pid},
-                         {"version", i.version},
-                         {"started", iso_or_null(i.started)},
-                         {"heartbeat", iso_or_null(i.heartbeat)},
-                         {"lease_until", iso_or_null(i.lease_until)},
-                         {"cursor", or_null(i.cursor)}});
+    instances.push_back(
+        {{"name", i.name},
+         {"live", i.live},
+         {"behind", or_null(i.behind)},
+         {"heartbeat_age_seconds", or_null(i.heartbeat_age_seconds)},
+         {"host", i.host},
+         {"pid", i.pid},
+         {"version", i.version},
+         {"started", iso_or_null(i.started)},
+         {"heartbeat", iso_or_null(i.heartbeat)},
+         {"lease_until", iso_or_null(i.lease_until)},
+         {"cursor", or_null(i.cursor)},
+         {"counters", i.counters ? nlohmann::json::parse(detail::metrics_to_text(*i.counters))
+                                 : nlohmann::json(nullptr)}});
+  }
+  nlohmann::json control = nlohmann::json::array();
+  for (const auto& c : st.control) {
+    control.push_back({{"id", c.id},
+                       {"instance", c.instance},
+                       {"action", to_string(c.action)},
+                       {"since", iso_or_null(c.since)},
+                       {"requested_by", c.requested_by},
+                       {"requested", iso(c.requested)},
+                       {"picked_up", iso_or_null(c.picked_up)},
+                       {"done", iso_or_null(c.done)},
+                       {"result", c.result}});
   }
   nlohmann::json rejected = nlohmann::json::array();
   for (const auto& r : st.rejected) {
@@ -218,7 +234,8 @@ nlohmann::json status_json(const farm_status& st) {
           {"instances", instances},
           {"events_per_minute", {{"from", iso(st.chart_from)}, {"counts", st.events_per_minute}}},
           {"rejected", rejected},
-          {"rejected_checked", iso(st.rejected_checked)}};
+          {"rejected_checked", iso(st.rejected_checked)},
+          {"control_requests", control}};
 }
 
 }  // namespace eventq

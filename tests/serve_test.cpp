@@ -68,14 +68,32 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
   temp_dir dir;
   std::string db = "sqlite:" + dir.file("e.db");
   log_capture quiet;  // 1201 rows of types nobody subscribed to
-  queue fast(db, test_options("web-fast", &quiet));
-  queue slow(db, test_options("web-slow"));
+  auto fast_opts = test_options("web-fast", &quiet);
+  fast_opts.lease = 600ms;  // renews, and reports its counters, every 200 ms
+  queue fast(db, fast_opts);
+  auto slow_opts = test_options("web-slow");
+  slow_opts.lease = 600ms;
+  queue slow(db, slow_opts);
   queue raiser(db, test_options("raiser"));
   batch b;
   for (int i = 0; i < 1200; ++i) b.add_raw("page.changed", {{"page", i}}, raise_mode::globally);
   raiser.raise(b);
   raiser.raise_raw("<script>alert(1)</script>", nlohmann::json::object(), raise_mode::globally);
   fast.poll_once();  // caught up; web-slow is 1201 behind
+  auto tools = open_storage(db, test_options("tools"));
+  REQUIRE(wait_until([&] {
+    for (const auto& i : tools->instances())
+      if (i.name == "web-fast" && i.counters && i.counters->delivered == 0 &&
+          i.counters->polls == 1)
+        return true;
+    return false;
+  }));
+  control_request r;
+  r.instance = "web-slow";
+  r.action = control_action::replay;
+  r.since = std::chrono::system_clock::now() - 1h;
+  r.requested_by = "serve_test";
+  auto request_id = tools->add_control_request(r);
 
   server srv({"serve", "--db", db, "--listen", "127.0.0.1:0"});
   REQUIRE_MESSAGE(srv.port > 0, srv.err());
@@ -91,6 +109,12 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
   CHECK(dom.find("&lt;script&gt;alert(1)&lt;/script&gt;") != std::string::npos);
   CHECK(dom.find("<script") == std::string::npos);  // no element was made of it
   CHECK(dom.find("<svg id=\"chart\"") != std::string::npos);
+  // Counters as web-fast reported them (it delivered none: nobody subscribed), and the request.
+  CHECK(std::regex_search(dom, std::regex("data-instance=\"web-fast\".*?<td class=\"n "
+                                          "delivered\">0</td>")));
+  CHECK(std::regex_search(
+      dom, std::regex("<table id=\"control\">[\\s\\S]*?<td class=\"n\">" +
+                      std::to_string(request_id) + "</td><td>web-slow</td><td>replay since")));
 
   httplib::Client http("127.0.0.1", srv.port);
   auto metrics = http.Get("/metrics");
@@ -115,6 +139,8 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
   CHECK(samples > 10);
   CHECK(metrics->body.find("eventq_instance_behind{instance=\"web-slow\"} 1201\n") !=
         std::string::npos);
+  CHECK(metrics->body.find("eventq_instance_delivered_total{instance=\"web-fast\"} 0\n") !=
+        std::string::npos);
 
   auto status = http.Get("/api/status");
   REQUIRE(status);
@@ -123,6 +149,9 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
   REQUIRE(j.at("instances").size() == 3);
   CHECK(j.at("instances")[1].at("name") == "web-fast");
   CHECK(j.at("instances")[2].at("behind") == 1201);
+  CHECK(j.at("instances")[1].at("counters").at("polls") == 1);
+  REQUIRE(j.at("control_requests").size() == 1);
+  CHECK(j.at("control_requests")[0].at("action") == "replay");
 
   srv.proc->kill(SIGTERM);
   CHECK(srv.proc->wait(5s) == std::optional<int>(0));

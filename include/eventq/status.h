@@ -38,12 +38,17 @@ struct farm_status {
   /// When `rejected` was computed (it is refreshed less often than the rest: it reads every
   /// retained row).
   std::chrono::system_clock::time_point rejected_checked;
+  /// Operator requests (eventq resync / replay): the pending ones and the latest others,
+  /// newest first.
+  std::vector<control_request> control;
 };
 
 /// How a status_reader reads.
 struct status_settings {
   /// The chart covers this many minutes up to now.
   int chart_minutes = 60;
+  /// Besides the pending operator requests, this many of the latest others are listed.
+  std::size_t recent_requests = 20;
   /// At most this many refused rows are listed.
   std::size_t max_rejected = 50;
   /// The refused-rows scan reads every retained row: it is repeated at most this often.

@@ -41,7 +41,8 @@ void instances_table(std::string& h, const farm_status& st) {
     return;
   }
   h += "<table id=\"instances\"><tr><th>instance</th><th>live</th><th>events behind</th>"
-       "<th>heartbeat age</th><th>host</th><th>pid</th><th>version</th><th>started</th></tr>\n";
+       "<th>heartbeat age</th><th>host</th><th>pid</th><th>version</th><th>started</th>"
+       "<th>delivered</th><th>handler errors</th><th>refused</th><th>missed</th></tr>\n";
   for (const auto& i : st.instances) {
     bool behind = i.live && i.behind && *i.behind > 0;
     h += "<tr class=\"";
@@ -54,7 +55,18 @@ void instances_table(std::string& h, const farm_status& st) {
          "</td>";
     h += "<td>" + html_escape(i.host.empty() ? "-" : i.host) + "</td><td class=\"n\">" +
          std::to_string(i.pid) + "</td><td>" + html_escape(i.version.empty() ? "-" : i.version) +
-         "</td><td>" + iso_time(i.started) + "</td></tr>\n";
+         "</td><td>" + iso_time(i.started) + "</td>";
+    if (i.counters) {
+      const auto& c = *i.counters;
+      h += "<td class=\"n delivered\">" + grouped(static_cast<std::int64_t>(c.delivered)) +
+           "</td><td class=\"n\">" + grouped(static_cast<std::int64_t>(c.handler_errors)) +
+           "</td><td class=\"n\">" +
+           grouped(static_cast<std::int64_t>(c.unauthentic + c.oversized + c.undecodable)) +
+           "</td><td class=\"n\">" + grouped(static_cast<std::int64_t>(c.missed)) + "</td>";
+    } else {
+      h += "<td colspan=\"4\" class=\"empty\">not reported</td>";
+    }
+    h += "</tr>\n";
   }
   h += "</table>\n";
 }
@@ -106,6 +118,30 @@ void types_table(std::string& h, const farm_status& st) {
   for (const auto& t : st.summary.types) {
     h += "<tr><td>" + html_escape(t.type) + "</td><td class=\"n\">" + grouped(t.rows) +
          "</td><td>" + iso_time(t.oldest) + "</td><td>" + iso_time(t.newest) + "</td></tr>\n";
+  }
+  h += "</table>\n";
+}
+
+void control_table(std::string& h, const farm_status& st) {
+  h += "<h2>Operator requests</h2>\n";
+  if (st.control.empty()) {
+    h += "<p class=\"empty\">None (eventq resync --instance NAME, eventq replay --instance NAME "
+         "--since 30m).</p>\n";
+    return;
+  }
+  h += "<table id=\"control\"><tr><th>id</th><th>instance</th><th>action</th><th>requested</th>"
+       "<th>by</th><th>state</th><th>result</th></tr>\n";
+  for (const auto& c : st.control) {
+    std::string action(to_string(c.action));
+    if (c.since) action += " since " + iso_time(c.since);
+    std::string state = c.done        ? "done " + iso_time(c.done)
+                        : c.picked_up ? "taken " + iso_time(c.picked_up)
+                                      : std::string("pending");
+    h += std::string("<tr") + (c.done ? "" : " class=\"warn\"") + "><td class=\"n\">" +
+         std::to_string(c.id) + "</td><td>" + html_escape(c.instance) + "</td><td>" +
+         html_escape(action) + "</td><td>" + iso_time(c.requested) + "</td><td>" +
+         html_escape(c.requested_by) + "</td><td>" + state + "</td><td>" + html_escape(c.result) +
+         "</td></tr>\n";
   }
   h += "</table>\n";
 }
@@ -184,6 +220,7 @@ std::string render_status_page(const farm_status& st, int refresh_seconds) {
   instances_table(h, st);
   chart(h, st);
   types_table(h, st);
+  control_table(h, st);
   rejected_table(h, st);
   h += "</body></html>\n";
   return h;
