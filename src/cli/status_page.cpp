@@ -26,12 +26,16 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-// 1234567 -> "1,234,567"
+// 1234567 -> "1,234,567" (built forwards: GCC 12 warns -Wrestrict on inserts at -O2)
 std::string grouped(std::int64_t n) {
-  auto s = std::to_string(n < 0 ? -n : n);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
-    s.insert(static_cast<std::size_t>(i), ",");
-  return n < 0 ? "-" + s : s;
+  auto digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  if (n < 0) out.push_back('-');
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
 }
 
 void instances_table(std::string& h, const farm_status& st) {
