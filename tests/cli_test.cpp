@@ -58,7 +58,10 @@ std::string quote(const std::string& s) {
 result eventq_cmd(const std::vector<std::string>& args, const std::string& env = "") {
   temp_dir dir;
   std::string cmd = env + " " + quote(EVENTQ_CLI);
-  for (const auto& a : args) cmd += " " + quote(a);
+  for (const auto& a : args) {
+    cmd += ' ';  // not " " + quote(a): GCC 12 at -O2 warns (-Wrestrict) inside that operator+
+    cmd += quote(a);
+  }
   cmd += " 2>" + dir.file("err");
   result r;
   std::FILE* p = popen(cmd.c_str(), "r");

@@ -31,8 +31,12 @@ namespace eventq::postgres {
 
 namespace {
 
+// Appended piece by piece: GCC 12 at -O2 warns (-Wrestrict) on "'" + std::string(...).
 std::string quoted_prefix(std::string_view s) {
-  return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
+  std::string out = "'";
+  out.append(s.substr(0, 60));
+  out.append(s.size() > 60 ? "...'" : "'");
+  return out;
 }
 
 }  // namespace
