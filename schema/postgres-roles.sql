@@ -13,7 +13,8 @@
 --                    access to the 'EQSecret' row: give the instances their secret by option or
 --                    EVENTQ_SECRET (with the secret in the database an instance must read it,
 --                    and then whoever holds the role can forge events).
---   eventq_operator  read-only: every table, except the 'EQSecret' row.
+--   eventq_operator  read-only: every table, except the 'EQSecret' row; and it may ask one
+--                    instance to resync or replay (EventQueueControl).
 --   eventq_cleanup   the cleanup job: read and DELETE events, plus its own cursor row (opening
 --                    a queue records one for its instance name). The deletion triggers record
 --                    what it deletes with their owner's rights (SECURITY DEFINER, set below).
@@ -63,6 +64,11 @@ GRANT DELETE ON EventQueueInstances TO eventq_cleanup;
 -- (metrics::cleanup_errors). Give such instances options::cleanup_interval = 0 and run
 -- `eventq cleanup` under eventq_cleanup from a scheduler instead.
 GRANT INSERT, UPDATE ON EventQueueTasks TO eventq_app, eventq_cleanup;
+-- Operator requests to one instance (eventq resync / replay, since version 5): operators
+-- write them, instances pick them up and acknowledge them.
+GRANT SELECT ON EventQueueControl TO eventq_app, eventq_operator, eventq_cleanup;
+GRANT INSERT ON EventQueueControl TO eventq_operator, eventq_cleanup;
+GRANT UPDATE ON EventQueueControl TO eventq_app, eventq_cleanup;
 -- The operator views.
 GRANT SELECT ON EventQueueLag, EventQueueStats TO eventq_app, eventq_operator, eventq_cleanup;
 

@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 4: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 5: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -161,8 +161,35 @@ CREATE TABLE EventQueueInstances (
   -- Its latest lease renewal (or release).
   Heartbeat  timestamptz NOT NULL,
   -- The lease ends here: live while this is in the future. Equal to Heartbeat once released.
-  LeaseUntil timestamptz NOT NULL
+  LeaseUntil timestamptz NOT NULL,
+  -- Its counters (queue::stats()) as a JSON object, written at each lease renewal (since
+  -- version 5): {"raised":..,"delivered":..,"handler_errors":..,"unauthentic":..,"missed":..}.
+  -- NULL until its first renewal.
+  Counters   text
 );
+
+-- Operators' requests to one instance (since version 5): `eventq resync --instance NAME`,
+-- `eventq replay --instance NAME --since 30m`. Stored only for a live instance; the instance
+-- takes it at its next lease renewal (within a third of the lease), carries it out before its
+-- next poll and writes the result.
+CREATE TABLE EventQueueControl (
+  Id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  -- The instance it is addressed to.
+  Instance    text        NOT NULL,
+  -- 'resync': raise Missed and continue from the head; 'replay': deliver again every retained
+  -- event raised since Since.
+  Action      text        NOT NULL CHECK (Action IN ('resync', 'replay')),
+  Since       timestamptz,
+  -- Who asked ('eventq-cli@<host>:<pid>'), and when.
+  RequestedBy text        NOT NULL,
+  Requested   timestamptz NOT NULL DEFAULT now(),
+  -- When the instance took it; NULL while pending.
+  PickedUp    timestamptz,
+  -- When it was carried out, and how ('resynced: ...', 'replaying ...', 'failed: ...').
+  Done        timestamptz,
+  Result      text
+);
+CREATE INDEX EventQueueControl_Pending ON EventQueueControl (Instance) WHERE PickedUp IS NULL;
 
 -- Database-wide tasks that one process at a time runs (since version 2): 'cleanup'.
 CREATE TABLE EventQueueTasks (

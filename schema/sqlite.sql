@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 4: the whole current schema, for operators.
+-- eventq schema for SQLite, version 5: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -87,8 +87,35 @@ CREATE TABLE EventQueueInstances (
   -- Its latest lease renewal (or release).
   Heartbeat  TEXT    NOT NULL,
   -- The lease ends here: live while this is in the future. Equal to Heartbeat once released.
-  LeaseUntil TEXT    NOT NULL
+  LeaseUntil TEXT    NOT NULL,
+  -- Its counters (queue::stats()) as a JSON object, written at each lease renewal (since
+  -- version 5): {"raised":..,"delivered":..,"handler_errors":..,"unauthentic":..,"missed":..}.
+  -- NULL until its first renewal.
+  Counters   TEXT
 );
+
+-- Operators' requests to one instance (since version 5): `eventq resync --instance NAME`,
+-- `eventq replay --instance NAME --since 30m`. Stored only for a live instance; the instance
+-- takes it at its next lease renewal (within a third of the lease), carries it out before its
+-- next poll and writes the result.
+CREATE TABLE EventQueueControl (
+  Id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- The instance it is addressed to.
+  Instance    TEXT NOT NULL,
+  -- 'resync': raise Missed and continue from the head; 'replay': deliver again every retained
+  -- event raised since Since.
+  Action      TEXT NOT NULL CHECK (Action IN ('resync', 'replay')),
+  Since       TEXT,
+  -- Who asked ('eventq-cli@<host>:<pid>'), and when (UTC).
+  RequestedBy TEXT NOT NULL,
+  Requested   TEXT NOT NULL,
+  -- When the instance took it; NULL while pending.
+  PickedUp    TEXT,
+  -- When it was carried out, and how ('resynced: ...', 'replaying ...', 'failed: ...').
+  Done        TEXT,
+  Result      TEXT
+);
+CREATE INDEX EventQueueControl_Pending ON EventQueueControl (Instance) WHERE PickedUp IS NULL;
 
 -- Database-wide tasks that one process at a time runs (since version 2): 'cleanup'.
 CREATE TABLE EventQueueTasks (

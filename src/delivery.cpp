@@ -1,5 +1,7 @@
 #include "delivery.h"
 
+#include "util.h"
+
 #include <future>
 #include <string>
 #include <system_error>
@@ -54,8 +56,13 @@ std::vector<rejected_row> scan_rejected(storage& store, const keyring& keys, con
 }
 
 delivery::delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-                   queue_counters& counters)
-    : m_store(store), m_opts(opts), m_keys(keys), m_disp(disp), m_counters(counters) {
+                   queue_counters& counters, control_inbox& inbox)
+    : m_store(store),
+      m_opts(opts),
+      m_keys(keys),
+      m_disp(disp),
+      m_counters(counters),
+      m_inbox(inbox) {
   auto stored = m_store.load_cursor(m_opts.instance_name);
   if (stored) {
     m_cursor = *stored;
@@ -90,6 +97,7 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   std::lock_guard lk(m_poll_mutex);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
+  for (const auto& r : m_inbox.take()) carry_out(r);
   std::size_t count = 0;
   m_refused = {};
   try {
@@ -124,14 +132,48 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
     // A page left half-way (stop() between two rows) keeps the cursor before it: its rows are
     // delivered again, at least once, by the next poll.
     if (!whole_page) break;
-    if (page.next_cursor != m_cursor) {
-      m_store.store_cursor(m_opts.instance_name, page.next_cursor);
-      m_cursor = page.next_cursor;
-      std::lock_guard c(m_cursor_copy_mutex);
-      m_cursor_copy = m_cursor;
-    }
+    if (page.next_cursor != m_cursor) move_cursor(page.next_cursor);
   } while (page.more && keep_going());
   return count;
+}
+
+void delivery::move_cursor(const std::string& cursor) {
+  m_store.store_cursor(m_opts.instance_name, cursor);
+  m_cursor = cursor;
+  std::lock_guard c(m_cursor_copy_mutex);
+  m_cursor_copy = m_cursor;
+}
+
+// An operator's request, taken from the registry at a lease renewal: carried out before this
+// cycle reads, then acknowledged with its result (a failure too: the operator sees it).
+void delivery::carry_out(const control_request& r) {
+  std::string result;
+  try {
+    if (r.action == control_action::resync) {
+      auto old = m_cursor;
+      move_cursor(m_store.head_cursor());
+      const std::string reason = "resync requested by an operator";
+      ++m_counters.missed;
+      log(log_level::warning, "missed events: " + reason + " (" + r.requested_by + ")");
+      dispatcher::scope scope(m_disp);
+      m_counters.handler_errors += m_disp.dispatch_missed(missed_info{reason, old});
+      result = "resynced: Missed raised, continuing from the head";
+    } else {
+      auto since = r.since.value_or(std::chrono::system_clock::time_point{});
+      move_cursor(m_store.cursor_before(since));
+      result = "replaying every retained event raised since " + detail::format_utc(since) + " UTC";
+      log(log_level::warning, "operator request (" + r.requested_by + "): " + result);
+    }
+  } catch (const std::exception& e) {
+    result = std::string("failed: ") + e.what();
+    log(log_level::error, "operator request " + std::to_string(r.id) + " " + result);
+  }
+  try {
+    m_store.complete_control_request(r.id, result);
+  } catch (const std::exception& e) {
+    log(log_level::warning, "could not acknowledge operator request " + std::to_string(r.id) +
+                                " (" + result + "): " + e.what());
+  }
 }
 
 void delivery::refuse_reentry(const char* call) const {

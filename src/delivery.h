@@ -7,6 +7,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "counters.h"
@@ -21,13 +22,36 @@ namespace eventq::detail {
 std::vector<rejected_row> scan_rejected(storage& store, const keyring& keys, const options& opts,
                                         std::size_t max_rows);
 
+/// Operator requests (eventq resync / replay) on their way from the maintenance thread, which
+/// takes them from the registry at a lease renewal, to the next poll cycle, which carries them
+/// out. Thread-safe.
+class control_inbox {
+ public:
+  void push(std::vector<control_request> requests) {
+    std::lock_guard lk(m_mutex);
+    for (auto& r : requests) m_requests.push_back(std::move(r));
+    m_pending = true;
+  }
+  std::vector<control_request> take() {
+    std::lock_guard lk(m_mutex);
+    m_pending = false;
+    return std::exchange(m_requests, {});
+  }
+  bool pending() const noexcept { return m_pending; }
+
+ private:
+  std::atomic<bool> m_pending{false};
+  std::mutex m_mutex;
+  std::vector<control_request> m_requests;
+};
+
 /// One queue object's reader. Thread-safe: poll cycles (and find_rejected) run one at a time.
 class delivery {
  public:
   /// Loads the instance's stored cursor, or stores the start position (options::start) for a
   /// new instance. REQUIRES: the arguments outlive this object. Throws what the storage throws.
   delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-           queue_counters& counters);
+           queue_counters& counters, control_inbox& inbox);
 
   /// One poll cycle: pages until drained (or until `keep_going` says stop; it is asked between
   /// rows too, and a page left half-way is read again by the next cycle). Returns rows
@@ -48,6 +72,8 @@ class delivery {
   std::size_t deliver(const std::vector<event_record>& rows,
                       const std::function<bool()>& keep_going, bool& whole_page);
   void refuse_reentry(const char* call) const;
+  void carry_out(const control_request& r);  // REQUIRES: m_poll_mutex held
+  void move_cursor(const std::string& cursor);
   row_check_policy check_policy(verify_mode verify) const;
   void count_refusal(const event_record& row, const checked_row& checked);
   /// Logs the cycle's refused rows in one line (counts by reason, first and last id).
@@ -59,6 +85,7 @@ class delivery {
   const keyring& m_keys;
   dispatcher& m_disp;
   queue_counters& m_counters;
+  control_inbox& m_inbox;
 
   std::mutex m_poll_mutex;  // one poll cycle at a time; guards m_cursor
   std::string m_cursor;

@@ -29,8 +29,9 @@ std::string random_token() {
 
 }  // namespace
 
-maintenance::maintenance(storage& store, const options& opts, queue_counters& counters)
-    : m_store(store), m_opts(opts), m_counters(counters) {
+maintenance::maintenance(storage& store, const options& opts, queue_counters& counters,
+                         control_inbox& inbox, std::function<void()> wake)
+    : m_store(store), m_opts(opts), m_counters(counters), m_inbox(inbox), m_wake(std::move(wake)) {
   m_me =
       instance_registration{m_opts.instance_name, host_name(), static_cast<std::int64_t>(getpid()),
                             std::string(version()), random_token()};
@@ -92,8 +93,9 @@ bool maintenance::stopping() {
 bool maintenance::renew() {
   std::string failure;
   try {
-    if (m_store.renew_instance(m_me.name, m_me.token, m_opts.lease)) {
+    if (m_store.renew_instance(m_me.name, m_me.token, m_opts.lease, m_counters.snapshot())) {
       ++m_counters.lease_renewals;
+      take_requests();
       return true;
     }
     // The lease lapsed and the row changed hands (or was deleted by hand): take the name back
@@ -117,6 +119,19 @@ bool maintenance::renew() {
     }
   }
   return false;
+}
+
+// Operator requests for this instance go to the poller; a failure here is logged, not a
+// failed renewal (the request stays pending and is taken at a later renewal).
+void maintenance::take_requests() {
+  try {
+    auto requests = m_store.take_control_requests(m_me.name, m_me.token);
+    if (requests.empty()) return;
+    m_inbox.push(std::move(requests));
+    if (m_wake) m_wake();
+  } catch (const std::exception& e) {
+    log(log_level::warning, std::string("could not read operator requests: ") + e.what());
+  }
 }
 
 cleanup_settings maintenance::settings_for(std::chrono::seconds keep) const {

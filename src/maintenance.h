@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "counters.h"
+#include "delivery.h"
 #include "eventq/operations.h"
 #include "eventq/options.h"
 #include "eventq/storage.h"
@@ -23,14 +24,17 @@ namespace eventq::detail {
 class maintenance {
  public:
   /// REQUIRES: `store`, `opts` and `counters` outlive this object.
-  maintenance(storage& store, const options& opts, queue_counters& counters);
+  /// Operator requests taken at a renewal go to `inbox`, and `wake` is called.
+  maintenance(storage& store, const options& opts, queue_counters& counters, control_inbox& inbox,
+              std::function<void()> wake);
   /// Stops the thread and releases the lease (logged, not thrown, if that fails).
   ~maintenance();
   maintenance(const maintenance&) = delete;
   maintenance& operator=(const maintenance&) = delete;
 
-  /// Starts the thread that renews the lease every third of options::lease and runs the
-  /// scheduled cleanup. Call once.
+  /// Starts the thread that renews the lease every third of options::lease (writing the
+  /// counters into the registry row and taking operator requests) and runs the scheduled
+  /// cleanup. Call once.
   void start();
 
   /// Runs a cleanup now keeping `keep` (queue::cleanup): waits for another process's cleanup
@@ -44,6 +48,7 @@ class maintenance {
   bool take_over_from_dead_process();
   bool stopping();
   bool renew();
+  void take_requests();
   cleanup_settings settings_for(std::chrono::seconds keep) const;
   void run();
   void scheduled_cleanup(const std::function<bool()>& between_batches);
@@ -52,6 +57,8 @@ class maintenance {
   storage& m_store;
   const options& m_opts;
   queue_counters& m_counters;
+  control_inbox& m_inbox;
+  std::function<void()> m_wake;
   instance_registration m_me;
   std::string m_cleanup_holder;
   std::thread m_thread;

@@ -91,7 +91,7 @@ void poller::run() {
     while (!m_stop_requested) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
+      if (left.count() <= 0 || (m_urgent && m_urgent())) break;
       try {
         if (m_store.wait_for_change(left)) break;
       } catch (const std::exception& e) {

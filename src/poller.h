@@ -40,6 +40,9 @@ class poller {
   /// `owner`, which may then be the last reference). Returns false on any other thread.
   bool detach_if_own_thread();
   bool running() const noexcept { return m_running; }
+  /// `urgent` (asked while the thread waits) says a cycle should run now rather than at the
+  /// next wake-up or poll interval. Call before start().
+  void set_urgent(std::function<bool()> urgent) { m_urgent = std::move(urgent); }
 
  private:
   void run();
@@ -51,6 +54,7 @@ class poller {
   const options& m_opts;
   queue_counters& m_counters;
   cycle_function m_cycle;
+  std::function<bool()> m_urgent;
 
   std::mutex m_lifecycle_mutex;  // start()/stop()
   std::thread m_thread;

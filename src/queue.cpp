@@ -39,6 +39,8 @@ std::string_view to_string(errc code) noexcept {
       return "instance_name_in_use";
     case errc::closed:
       return "closed";
+    case errc::instance_not_live:
+      return "instance_not_live";
   }
   return "unknown";
 }
@@ -99,6 +101,7 @@ struct queue::impl {
       [this](std::span<const event_record> rows) { return store->append(rows); }};
   // Declared in this order so that they are destroyed in reverse: the poller stops before
   // delivery goes, and the lease is released last.
+  detail::control_inbox inbox;  // outlives maint and reader, which share it
   std::unique_ptr<detail::maintenance> maint;
   std::unique_ptr<detail::delivery> reader;
   detail::poller poll_thread{
@@ -111,8 +114,10 @@ struct queue::impl {
                 : throw error(errc::invalid_argument, "queue: the storage backend is null")),
         disp(std::make_shared<detail::dispatcher>(opts.logger)),
         keys(detail::make_keyring(opts, *store)) {  // may create the database secret: first
-    maint = std::make_unique<detail::maintenance>(*store, opts, counters);
-    reader = std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters);
+    maint = std::make_unique<detail::maintenance>(*store, opts, counters, inbox,
+                                                  [this] { store->interrupt(); });
+    poll_thread.set_urgent([this] { return inbox.pending(); });
+    reader = std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox);
     maint->start();
   }
 

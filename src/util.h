@@ -30,3 +30,18 @@ std::string name_in_use_message(std::string_view name, std::string_view host, st
                                 double expires_in_s);
 
 }  // namespace eventq::detail
+
+namespace eventq {
+struct metrics;
+}
+
+namespace eventq::detail {
+
+/// A queue's counters as a compact JSON object (EventQueueInstances.Counters), and back;
+/// nullopt for text that is not such an object (a row edited by hand).
+std::string metrics_to_text(const metrics& m);
+/// The message of errc::instance_not_live.
+std::string not_live_message(std::string_view instance);
+std::optional<metrics> metrics_from_text(std::string_view text);
+
+}  // namespace eventq::detail

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -268,6 +269,69 @@ TEST_CASE("cleanup removes instances dead for longer than the hard maximum age")
   CHECK(find_instance(a.backend(), "a").has_value());
 }
 
+TEST_CASE("status: events per minute, refused rows, Prometheus text with a TYPE for every sample") {
+  INFO("backend " << k_backend);
+  database db;
+  queue a(db.url, test_options("a"));
+  db.insert_old(40, "old", "x", 2);  // outside the hour: not in the chart
+  batch b;
+  for (int i = 0; i < 3; ++i) b.add_raw("new", {{"i", i}}, raise_mode::globally);
+  a.raise(b);
+  std::string flags = k_backend == "sqlite" ? "0, 1" : "false, true";
+  db.exec(
+      "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+      "RaiseGlobally) VALUES ('forged\"type', '{}', 'x', " +
+      flags + ")");  // unsigned: refused
+
+  status_reader reader(db.url, test_options("status"));
+  auto st = reader.read();
+  CHECK(st.backend == k_backend);
+  REQUIRE(st.events_per_minute.size() == 60);
+  std::int64_t in_chart = 0;
+  for (auto n : st.events_per_minute) in_chart += n;
+  CHECK(in_chart == 4);
+  CHECK(st.events_per_minute.back() + st.events_per_minute[58] == 4);  // this minute or the last
+  CHECK(st.summary.rows == 44);
+  REQUIRE(st.rejected.size() == 41);  // the old rows are unsigned too
+  CHECK(st.rejected.back().row.type == "forged\"type");
+  REQUIRE(st.instances.size() == 1);
+  CHECK(st.instances[0].name == "a");
+
+  auto j = status_json(st);
+  CHECK(j.at("rows") == 44);
+  CHECK(j.at("rejected").size() == 41);
+  CHECK(j.at("events_per_minute").at("counts").size() == 60);
+
+  std::ostringstream prom;
+  write_prometheus(prom, st);
+  CHECK(prom.str().find("eventq_rows_by_type{type=\"forged\\\"type\"} 1\n") != std::string::npos);
+  CHECK(prom.str().find("\neventq_rejected_rows 41\n") != std::string::npos);
+  CHECK(prom.str().find("\neventq_events_last_hour 4\n") != std::string::npos);
+
+  std::ostringstream own;
+  write_prometheus(own, a.stats(), {{"instance", "a\\b"}, {"role", "web"}});
+  CHECK(own.str().find("\neventq_raised_total{instance=\"a\\\\b\",role=\"web\"} 3\n") !=
+        std::string::npos);
+  CHECK(own.str().find("# TYPE eventq_raised_total counter\n") != std::string::npos);
+  for (const auto& text : {prom.str(), own.str()}) {
+    std::set<std::string> typed;
+    std::istringstream lines(text);
+    std::string line;
+    while (std::getline(lines, line)) {
+      INFO(line);
+      if (line.rfind("# TYPE ", 0) == 0) {
+        typed.insert(line.substr(7, line.find(' ', 7) - 7));
+      } else if (line.rfind("# HELP ", 0) != 0) {
+        auto name = line.substr(0, line.find_first_of("{ "));
+        CHECK(typed.count(name) == 1);
+      }
+    }
+  }
+  std::ostringstream bad;
+  CHECK_THROWS_AS(write_prometheus(bad, a.stats(), {{"not a name", "x"}}), error);
+  CHECK(bad.str().empty());
+}
+
 #ifdef EVENTQ_TEST_POSTGRES
 TEST_CASE("the migrations produce exactly the schema documented in schema/postgres.sql") {
   auto migrated = pg::fresh_schema(), documented = pg::fresh_schema();
@@ -293,6 +357,6 @@ TEST_CASE("the migrations produce exactly the schema documented in schema/postgr
                         schema + "'");
   };
   CHECK(describe(migrated) == describe(documented));
-  CHECK(pg::text(migrated, "SELECT max(Version) FROM EventQueueSchema") == "4");
+  CHECK(pg::text(migrated, "SELECT max(Version) FROM EventQueueSchema") == "5");
 }
 #endif

@@ -6,7 +6,8 @@
 //                                       "from seq id" lines to OUT
 //   peer consume URL NAME OUT [US]      append each received id to OUT (flushed per event)
 //                                       until a "stop" event arrives; US: handler sleeps that
-//                                       many microseconds per event (a consumer that lags)
+//                                       many microseconds per event (a consumer that lags);
+//                                       each Missed reason goes to OUT.missed
 //   peer latency URL NAME COUNT OUT     receive COUNT "ping" events and write, per event, the
 //                                       microseconds from the raiser's clock stamp to the handler
 //   peer raise   URL NAME N             raise N "tick" events globally
@@ -129,6 +130,9 @@ int consume(const std::string& url, const std::string& name, const std::string& 
     std::lock_guard lk(m);
     stop = true;
     cv.notify_all();
+  });
+  auto missed = q.on_missed([&](const eventq::missed_info& info) {
+    std::ofstream(out + ".missed", std::ios::app) << info.reason << std::endl;
   });
   q.start();
   std::unique_lock lk(m);

@@ -421,7 +421,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
   }
 
   SUBCASE("app: a schema with pending migrations is refused with what to do") {
-    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 4");
+    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 5");
     try {
       queue q(url_as(app, schema), with_secret("web1"));
       FAIL("opened a schema with a pending migration");
@@ -437,7 +437,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     }
     // The owner migrates (here: records the migration whose row was deleted); the app opens.
     pg::exec(schema,
-             "INSERT INTO EventQueueSchema (Version, Description) VALUES (4, '0004_hostile_rows')");
+             "INSERT INTO EventQueueSchema (Version, Description) VALUES (5, '0005_control')");
     CHECK_NOTHROW(queue(url_as(app, schema), with_secret("web1")));
   }
 
@@ -453,7 +453,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK(tx.exec1("SELECT count(*) FROM Properties WHERE Key LIKE 'EQStamp\\_%'")[0].as<int>() ==
             2);
       CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
-      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 4);
+      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 5);
     }
     for (const char* sql :
          {"INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "

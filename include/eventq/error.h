@@ -25,6 +25,7 @@ enum class errc {
   schema_invalid,        ///< the database has eventq tables that do not look like eventq's
   instance_name_in_use,  ///< another live instance holds this instance name
   closed,                ///< the queue is shutting down or was closed
+  instance_not_live,     ///< a request was addressed to an instance that is not running
 };
 
 /// Human-readable name of an error code ("payload_too_large").

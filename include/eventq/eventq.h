@@ -10,5 +10,6 @@
 #include "eventq/queue.h"
 #include "eventq/registry.h"
 #include "eventq/signing.h"
+#include "eventq/status.h"
 #include "eventq/storage.h"
 #include "eventq/subscription.h"

@@ -3,6 +3,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace eventq {
 
@@ -25,5 +29,17 @@ struct metrics {
   std::uint64_t lease_renewal_failures = 0;  ///< failed renewals (on_renewal_failed was called)
   std::chrono::microseconds last_poll_duration{0};  ///< wall time of the latest poll cycle
 };
+
+/// Labels added to every sample, e.g. {{"instance", "web-01"}}: name and value, in order. Names
+/// must be Prometheus label names ([a-zA-Z_][a-zA-Z0-9_]*); values are escaped.
+using metric_labels = std::vector<std::pair<std::string, std::string>>;
+
+/// Writes `m` in the Prometheus text exposition format (version 0.0.4), for applications that
+/// serve their own /metrics: one counter per field (eventq_raised_total,
+/// eventq_delivered_total, eventq_handler_errors_total, ...) and the gauge
+/// eventq_last_poll_duration_seconds, each with its HELP and TYPE lines and `labels`.
+/// Thread-safe (a pure function). Throws eventq::error(invalid_argument) for a label name that
+/// Prometheus would reject, before writing anything; stream errors are the stream's.
+void write_prometheus(std::ostream& out, const metrics& m, const metric_labels& labels = {});
 
 }  // namespace eventq

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "eventq/event.h"
+#include "eventq/metrics.h"
 #include "eventq/options.h"
 
 namespace eventq {
@@ -64,7 +65,33 @@ struct instance_info {
   std::optional<std::int64_t> behind;
   /// Seconds since the heartbeat, by the database's clock.
   std::optional<double> heartbeat_age_seconds;
+  /// Its counters (queue::stats()) as of its latest renewal; nullopt: none reported yet.
+  std::optional<metrics> counters;
 };
+
+/// What an operator asks of one instance (`eventq resync`, `eventq replay`).
+enum class control_action {
+  resync,  ///< raise Missed ("resync requested by an operator") and continue from the head
+  replay,  ///< deliver again every retained event raised since `since`, then continue
+};
+
+/// An operator's request to one instance, and what became of it (EventQueueControl).
+struct control_request {
+  std::int64_t id = 0;
+  std::string instance;
+  control_action action = control_action::resync;
+  std::optional<std::chrono::system_clock::time_point> since;  ///< replay only
+  std::string requested_by;
+  std::chrono::system_clock::time_point requested;
+  /// When the instance took it (at a lease renewal); nullopt: still pending.
+  std::optional<std::chrono::system_clock::time_point> picked_up;
+  /// When it was carried out; `result` says how ("resynced: ...", "failed: ...").
+  std::optional<std::chrono::system_clock::time_point> done;
+  std::string result;
+};
+
+/// "resync" or "replay".
+std::string_view to_string(control_action a) noexcept;
 
 /// Rows of one event type (storage::summary()).
 struct type_summary {
@@ -168,6 +195,33 @@ class storage {
   virtual bool renew_instance(std::string_view name, std::string_view token,
                               std::chrono::milliseconds lease) = 0;
 
+  /// renew_instance() that also records the instance's counters in its registry row (what the
+  /// status page shows). The default ignores the counters.
+  virtual bool renew_instance(std::string_view name, std::string_view token,
+                              std::chrono::milliseconds lease, const metrics& counters);
+
+  /// Stores `request` (its id, times and result are ignored) for a live instance and returns
+  /// its id. Throws eventq::error(instance_not_live) naming the instance when no live
+  /// instance has that name (nothing is stored). The default throws errc::invalid_argument.
+  virtual std::int64_t add_control_request(const control_request& request);
+
+  /// The pending requests for `name`, marked picked up, oldest first: what the instance
+  /// holding `token` carries out next. The default returns none.
+  virtual std::vector<control_request> take_control_requests(std::string_view name,
+                                                             std::string_view token);
+
+  /// Records the outcome of a request taken by take_control_requests(). The default does
+  /// nothing.
+  virtual void complete_control_request(std::int64_t id, std::string_view result);
+
+  /// The pending requests and the `recent` latest others, newest first (the status page).
+  virtual std::vector<control_request> control_requests(std::size_t recent);
+
+  /// A cursor positioned before the first retained row created at or after `since` (rows
+  /// created earlier may follow it too): where a replay starts. The default throws
+  /// errc::invalid_argument.
+  virtual std::string cursor_before(std::chrono::system_clock::time_point since);
+
   /// Ends the lease of `name` if `token` holds it (the instance closed); the row stays, for
   /// operators, until cleanup removes dead instances.
   virtual void release_instance(std::string_view name, std::string_view token) = 0;
@@ -177,6 +231,12 @@ class storage {
 
   /// Rows, ages, rows per type, the latest cleanup.
   virtual queue_summary summary() = 0;
+
+  /// How many rows were created in each of the `minutes` minutes from `from` on: element i
+  /// counts the rows with Created in [from + i min, from + (i+1) min). For the status page's
+  /// chart. The default returns an empty vector (the page then shows no chart).
+  virtual std::vector<std::int64_t> events_per_minute(std::chrono::system_clock::time_point from,
+                                                      int minutes);
 
   /// Takes the database-wide lease `task` (e.g. "cleanup") for `holder` for `length`, unless
   /// another holder has an unexpired lease on it, or the task last completed less than

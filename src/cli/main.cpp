@@ -9,9 +9,11 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "eventq/eventq.h"
 #include "output.h"
+#include "serve.h"
 
 namespace {
 
@@ -63,6 +65,10 @@ struct args {
   std::string keep, max_age = "7d", wait = "0";
   std::size_t batch_size = 2000;
   bool dry_run = false;
+  // serve
+  cli::serve_settings serve;
+  // resync, replay
+  std::string target, since, control_wait = "0";
 };
 
 // Throws usage_error unless a database is named; unless `create`, an SQLite file must exist (a
@@ -179,7 +185,7 @@ int run_stats(const args& a) {
   if (a.json) {
     std::cout << cli::stats_json(s->backend_name(), summary, instances).dump(2) << '\n';
   } else if (a.prometheus) {
-    cli::print_prometheus(std::cout, summary, instances);
+    write_prometheus(std::cout, summary, instances);
   } else {
     cli::print_stats_table(std::cout, s->backend_name(), summary, instances);
   }
@@ -238,6 +244,57 @@ int run_cleanup(const args& a) {
       eventq::run_cleanup(*s, c, "eventq-cli@" + host_name() + ":" + std::to_string(getpid()));
   std::cout << report.summary() << '\n';
   return 0;
+}
+
+// eventq resync / replay: stores the request for a live instance (exit 1 and a message when
+// it is not live); with --wait, waits for the instance to acknowledge it and prints the result.
+int run_control(const args& a, control_action action) {
+  control_request r;
+  r.instance = a.target;
+  r.action = action;
+  std::chrono::seconds wait{0};
+  try {
+    if (action == control_action::replay) {
+      r.since = std::chrono::system_clock::now() - parse_duration(a.since);
+    }
+    wait = parse_duration(a.control_wait);
+  } catch (const error& e) {
+    throw usage_error(e.what());
+  }
+  r.requested_by = "eventq-cli@" + host_name() + ":" + std::to_string(getpid());
+  auto s = open(a);
+  auto id = s->add_control_request(r);
+  std::cout << "request " << id << ": " << to_string(action) << " of " << r.instance
+            << " stored; the instance carries it out at its next lease renewal" << std::endl;
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  while (wait.count() > 0 && !g_stop) {
+    for (const auto& c : s->control_requests(100)) {
+      if (c.id == id && c.done) {
+        std::cout << "request " << id << ": " << c.result << '\n';
+        return c.result.rfind("failed", 0) == 0 ? 1 : 0;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::cerr << "eventq: request " << id << " not acknowledged within " << a.control_wait
+                << " (is the instance's renewal failing? see 'eventq instances')\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+int run_serve(const args& a) {
+  try {
+    cli::check_listen(a.serve);
+  } catch (const std::invalid_argument& e) {
+    throw usage_error(e.what());
+  }
+  check_db(a, false);
+  status_reader reader(a.db, tool_options());
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  return cli::serve(reader, a.serve, g_stop);
 }
 
 }  // namespace
@@ -305,7 +362,31 @@ int main(int argc, char** argv) {
   verify->add_option("--count", a.count, "list at most this many (default 1000)");
   verify->add_flag("--json", a.json, "one JSON object per line");
 
-  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify}) sub->fallthrough();
+  auto* serve = app.add_subcommand(
+      "serve", "HTTP: a status page (/), Prometheus metrics (/metrics), JSON (/api/status)");
+  serve
+      ->add_option("--listen", a.serve.listen,
+                   "HOST:PORT to listen on; other than loopback it needs --token")
+      ->capture_default_str();
+  serve
+      ->add_option("--token", a.serve.token,
+                   "require 'Authorization: Bearer TOKEN' on every request")
+      ->envname("EVENTQ_SERVE_TOKEN");
+  serve->add_option("--refresh", a.serve.refresh_seconds, "the page reloads every N seconds")
+      ->capture_default_str();
+
+  auto* resync = app.add_subcommand(
+      "resync", "make one live instance raise Missed and continue from the head (a cold boot)");
+  resync->add_option("--instance", a.target, "the instance name")->required();
+  resync->add_option("--wait", a.control_wait, "wait this long for its result (e.g. 30s)");
+  auto* replay = app.add_subcommand(
+      "replay", "make one live instance deliver again every retained event since a time");
+  replay->add_option("--instance", a.target, "the instance name")->required();
+  replay->add_option("--since", a.since, "how far back: 30m, 2h, 1d")->required();
+  replay->add_option("--wait", a.control_wait, "wait this long for its result (e.g. 30s)");
+
+  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify, serve, resync, replay})
+    sub->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -322,6 +403,9 @@ int main(int argc, char** argv) {
     if (*instances) return run_instances(a);
     if (*cleanup) return run_cleanup(a);
     if (*verify) return run_verify(a);
+    if (*serve) return run_serve(a);
+    if (*resync) return run_control(a, control_action::resync);
+    if (*replay) return run_control(a, control_action::replay);
   } catch (const usage_error& e) {
     std::cerr << "eventq: " << one_line(e.what()) << '\n';
     return 2;

@@ -10,14 +10,6 @@ namespace {
 
 using std::chrono::system_clock;
 
-double epoch_seconds(system_clock::time_point t) {
-  return std::chrono::duration<double>(t.time_since_epoch()).count();
-}
-
-double age_seconds(system_clock::time_point t) {
-  return std::chrono::duration<double>(system_clock::now() - t).count();
-}
-
 template <class T>
 nlohmann::json or_null(const std::optional<T>& v) {
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
@@ -25,30 +17,6 @@ nlohmann::json or_null(const std::optional<T>& v) {
 
 nlohmann::json time_or_null(std::optional<system_clock::time_point> t) {
   return t ? nlohmann::json(iso_time(t)) : nlohmann::json(nullptr);
-}
-
-// Prometheus label values escape backslash, double quote and newline.
-std::string label(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
-void gauge(std::ostream& out, const char* name, const char* help) {
-  out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n";
-}
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << std::setprecision(15) << v;
-  return s.str();
 }
 
 }  // namespace
@@ -220,49 +188,6 @@ void print_stats_table(std::ostream& out, std::string_view backend, const queue_
   if (s.types.empty()) out << "(no events)\n";
   out << '\n';
   print_instances_table(out, instances);
-}
-
-void print_prometheus(std::ostream& out, const queue_summary& s,
-                      const std::vector<instance_info>& instances) {
-  gauge(out, "eventq_build_info", "Always 1; the eventq library's version is a label.");
-  out << "eventq_build_info{version=\"" << label(version()) << "\"} 1\n";
-  gauge(out, "eventq_schema_version", "Schema version of the eventq database.");
-  out << "eventq_schema_version " << s.schema_version << '\n';
-  gauge(out, "eventq_rows", "Rows in the EventQueue table.");
-  out << "eventq_rows " << s.rows << '\n';
-  gauge(out, "eventq_rows_by_type", "Rows in the EventQueue table per event type.");
-  for (const auto& t : s.types) {
-    out << "eventq_rows_by_type{type=\"" << label(t.type) << "\"} " << t.rows << '\n';
-  }
-  if (s.oldest) {
-    gauge(out, "eventq_oldest_row_age_seconds", "Age of the oldest row (cleanup lagging?).");
-    out << "eventq_oldest_row_age_seconds " << number(age_seconds(*s.oldest)) << '\n';
-    gauge(out, "eventq_newest_row_age_seconds", "Age of the newest row (anything arriving?).");
-    out << "eventq_newest_row_age_seconds " << number(age_seconds(*s.newest)) << '\n';
-  }
-  if (s.last_cleanup) {
-    gauge(out, "eventq_last_cleanup_timestamp_seconds", "When the last cleanup completed.");
-    out << "eventq_last_cleanup_timestamp_seconds " << number(epoch_seconds(*s.last_cleanup))
-        << '\n';
-  }
-  gauge(out, "eventq_instance_live", "1 while the instance holds its lease.");
-  for (const auto& i : instances) {
-    out << "eventq_instance_live{instance=\"" << label(i.name) << "\"} " << (i.live ? 1 : 0)
-        << '\n';
-  }
-  gauge(out, "eventq_instance_behind", "Rows after the instance's cursor.");
-  for (const auto& i : instances) {
-    if (i.behind) {
-      out << "eventq_instance_behind{instance=\"" << label(i.name) << "\"} " << *i.behind << '\n';
-    }
-  }
-  gauge(out, "eventq_instance_heartbeat_age_seconds", "Seconds since the latest lease renewal.");
-  for (const auto& i : instances) {
-    if (i.heartbeat_age_seconds) {
-      out << "eventq_instance_heartbeat_age_seconds{instance=\"" << label(i.name) << "\"} "
-          << number(*i.heartbeat_age_seconds) << '\n';
-    }
-  }
 }
 
 }  // namespace eventq::cli

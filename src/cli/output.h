@@ -39,8 +39,5 @@ nlohmann::json stats_json(std::string_view backend, const queue_summary& s,
 void print_instances_table(std::ostream& out, const std::vector<instance_info>& instances);
 void print_stats_table(std::ostream& out, std::string_view backend, const queue_summary& s,
                        const std::vector<instance_info>& instances);
-/// The Prometheus text exposition format (gauges named eventq_*).
-void print_prometheus(std::ostream& out, const queue_summary& s,
-                      const std::vector<instance_info>& instances);
 
 }  // namespace eventq::cli

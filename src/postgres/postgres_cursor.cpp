@@ -95,7 +95,11 @@ std::optional<parsed_cursor> parse_position(std::string_view s) {
 }
 
 std::string quoted_prefix(std::string_view s) {
-  return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
+  // Appended piece by piece: GCC 12 at -O2 warns (-Wrestrict) on "'" + std::string(...).
+  std::string out = "'";
+  out.append(s.substr(0, 60));
+  out.append(s.size() > 60 ? "...'" : "'");
+  return out;
 }
 
 bool operator==(const snapshot& a, const snapshot& b) {

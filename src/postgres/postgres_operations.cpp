@@ -3,6 +3,8 @@
 // live. Everything here runs on the admin connection, under its own mutex.
 #include <pqxx/pqxx>
 
+#include <algorithm>
+
 #include "eventq/error.h"
 #include "postgres/postgres_connection.h"
 #include "postgres/postgres_storage.h"
@@ -137,6 +139,110 @@ bool postgres_storage::renew_instance(std::string_view name, std::string_view to
   });
 }
 
+bool postgres_storage::renew_instance(std::string_view name, std::string_view token,
+                                      std::chrono::milliseconds lease, const metrics& counters) {
+  auto text = detail::metrics_to_text(counters);
+  return on_admin("renewing the instance lease", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto r = tx.exec_params(
+        "UPDATE EventQueueInstances SET Heartbeat = now(), "
+        "LeaseUntil = now() + $3::bigint * interval '1 millisecond', Counters = $4 "
+        "WHERE Name = $1 AND Token = $2",
+        std::string(name), std::string(token), static_cast<long long>(lease.count()), text);
+    return r.affected_rows() == 1;
+  });
+}
+
+namespace {
+
+#define EVENTQ_CONTROL_COLUMNS                                             \
+  "Id, Instance, Action, " EVENTQ_US("Since") ", RequestedBy, " EVENTQ_US( \
+      "Requested") ", " EVENTQ_US("PickedUp") ", " EVENTQ_US("Done") ", coalesce(Result, '')"
+
+control_request control_row(const pqxx::row& row) {
+  control_request r;
+  r.id = row[0].as<std::int64_t>();
+  r.instance = row[1].as<std::string>();
+  r.action = row[2].as<std::string>() == "replay" ? control_action::replay : control_action::resync;
+  r.since = time_field(row[3]);
+  r.requested_by = row[4].as<std::string>();
+  r.requested = time_field(row[5]).value_or(system_clock::time_point{});
+  r.picked_up = time_field(row[6]);
+  r.done = time_field(row[7]);
+  r.result = row[8].as<std::string>();
+  return r;
+}
+
+}  // namespace
+
+std::int64_t postgres_storage::add_control_request(const control_request& r) {
+  return on_admin("storing an operator request", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    std::optional<std::string> since;
+    if (r.since) since = timestamptz(*r.since);
+    auto rows = tx.exec_params(
+        "INSERT INTO EventQueueControl (Instance, Action, Since, RequestedBy) "
+        "SELECT $1, $2, $3::timestamptz, $4 WHERE EXISTS (SELECT 1 FROM EventQueueInstances "
+        "WHERE Name = $1 AND LeaseUntil > now()) RETURNING Id",
+        r.instance, std::string(to_string(r.action)), since, r.requested_by);
+    if (rows.empty()) throw error(errc::instance_not_live, detail::not_live_message(r.instance));
+    tx.commit();
+    return rows[0][0].as<std::int64_t>();
+  });
+}
+
+std::vector<control_request> postgres_storage::take_control_requests(std::string_view name,
+                                                                     std::string_view token) {
+  return on_admin("taking operator requests", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "UPDATE EventQueueControl SET PickedUp = now() WHERE Instance = $1 AND PickedUp IS NULL "
+        "AND EXISTS (SELECT 1 FROM EventQueueInstances WHERE Name = $1 AND Token = $2) "
+        "RETURNING " EVENTQ_CONTROL_COLUMNS,
+        std::string(name), std::string(token));
+    std::vector<control_request> out;
+    for (const auto& row : rows) out.push_back(control_row(row));
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return out;
+  });
+}
+
+void postgres_storage::complete_control_request(std::int64_t id, std::string_view result) {
+  on_admin("acknowledging an operator request", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_params("UPDATE EventQueueControl SET Done = now(), Result = $2 WHERE Id = $1",
+                   static_cast<long long>(id), std::string(result));
+  });
+}
+
+std::vector<control_request> postgres_storage::control_requests(std::size_t recent) {
+  return on_admin("listing operator requests", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT " EVENTQ_CONTROL_COLUMNS
+        " FROM EventQueueControl WHERE Done IS NULL OR Id IN (SELECT Id FROM "
+        "EventQueueControl WHERE Done IS NOT NULL ORDER BY Id DESC LIMIT $1) ORDER BY Id DESC",
+        static_cast<long long>(recent));
+    std::vector<control_request> out;
+    for (const auto& row : rows) out.push_back(control_row(row));
+    return out;
+  });
+}
+
+std::string postgres_storage::cursor_before(system_clock::time_point since) {
+  // A snapshot "X:X:" sees every transaction before X and none from X on: reading after it
+  // delivers every row whose Stamp is X or later, the rows raised since `since` among them.
+  auto first = on_admin("positioning a replay", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto r =
+        tx.exec_params1("SELECT min(Stamp)::text FROM EventQueue WHERE Created >= $1::timestamptz",
+                        timestamptz(since));
+    return r[0].is_null() ? std::string() : r[0].as<std::string>();
+  });
+  if (first.empty()) return head_cursor();  // nothing raised since then
+  return first + ":" + first + ":";
+}
+
 void postgres_storage::release_instance(std::string_view name, std::string_view token) {
   on_admin("releasing the instance lease", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
@@ -152,8 +258,8 @@ std::vector<instance_info> postgres_storage::instances() {
   return on_admin("listing instances", [](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec(
-        "SELECT Instance, Cursor, Behind, Live, HeartbeatAgeSeconds, " EVENTQ_US(
-            "Heartbeat") ", " EVENTQ_US("LeaseUntil") ", Host, Pid, Version, " EVENTQ_US("Started") " FROM EventQueueLag ORDER BY Instance");
+        "SELECT l.Instance, l.Cursor, l.Behind, l.Live, l.HeartbeatAgeSeconds, " EVENTQ_US(
+            "l.Heartbeat") ", " EVENTQ_US("l.LeaseUntil") ", l.Host, l.Pid, l.Version, " EVENTQ_US("l.Started") ", i.Counters FROM EventQueueLag l JOIN EventQueueInstances i ON i.Name = l.Instance ORDER BY l.Instance");
     std::vector<instance_info> out;
     for (const auto& row : rows) {
       instance_info i;
@@ -168,6 +274,7 @@ std::vector<instance_info> postgres_storage::instances() {
       i.pid = row[8].as<std::int64_t>();
       i.version = row[9].as<std::string>();
       i.started = time_field(row[10]);
+      if (!row[11].is_null()) i.counters = detail::metrics_from_text(row[11].as<std::string>());
       out.push_back(std::move(i));
     }
     return out;
@@ -205,6 +312,26 @@ queue_summary postgres_storage::summary() {
       out.last_cleanup_result = task[0][1].as<std::string>();
     }
     tx.commit();
+    return out;
+  });
+}
+
+std::vector<std::int64_t> postgres_storage::events_per_minute(system_clock::time_point from,
+                                                              int minutes) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(std::max(minutes, 0)), 0);
+  if (out.empty()) return out;
+  auto to = from + std::chrono::minutes(minutes);
+  return on_admin("counting events per minute", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT floor(extract(epoch FROM Created - $1::timestamptz) / 60)::int, count(*) "
+        "FROM EventQueue WHERE Created >= $1::timestamptz AND Created < $2::timestamptz "
+        "GROUP BY 1",
+        timestamptz(from), timestamptz(to));
+    for (const auto& row : rows) {
+      auto i = row[0].as<int>();
+      if (i >= 0 && i < minutes) out[static_cast<std::size_t>(i)] += row[1].as<std::int64_t>();
+    }
     return out;
   });
 }

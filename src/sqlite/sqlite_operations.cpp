@@ -1,6 +1,9 @@
 // The SQLite storage, part two: the instance registry, task leases, cleanup and statistics.
 // Times are UTC text in format_utc's form, which sorts like the times it names; "now" is this
 // host's clock, the only one an SQLite file has.
+#include <algorithm>
+
+#include "eventq/error.h"
 #include "sqlite/sqlite_storage.h"
 #include "util.h"
 
@@ -99,6 +102,119 @@ bool sqlite_storage::renew_instance(std::string_view name, std::string_view toke
   return m_writer.changes() == 1;
 }
 
+bool sqlite_storage::renew_instance(std::string_view name, std::string_view token,
+                                    std::chrono::milliseconds lease, const metrics& counters) {
+  auto now = system_clock::now();
+  auto text = detail::metrics_to_text(counters);
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              "UPDATE EventQueueInstances SET Heartbeat = ?3, LeaseUntil = ?4, Counters = ?5 "
+              "WHERE Name = ?1 AND Token = ?2");
+  s.bind(1, name).bind(2, token).bind(3, utc(now)).bind(4, utc(now + lease)).bind(5, text).run();
+  return m_writer.changes() == 1;
+}
+
+std::int64_t sqlite_storage::add_control_request(const control_request& r) {
+  auto now = utc(system_clock::now());
+  std::lock_guard lk(m_write_mutex);
+  write_transaction tx(m_writer);
+  statement live(m_writer, "SELECT 1 FROM EventQueueInstances WHERE Name = ?1 AND LeaseUntil > ?2");
+  live.bind(1, r.instance).bind(2, now);
+  bool is_live = live.step();
+  live.reset();
+  if (!is_live) throw error(errc::instance_not_live, detail::not_live_message(r.instance));
+  statement add(m_writer,
+                "INSERT INTO EventQueueControl (Instance, Action, Since, RequestedBy, Requested) "
+                "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING Id");
+  add.bind(1, r.instance).bind(2, to_string(r.action));
+  if (r.since) {
+    add.bind(3, utc(*r.since));
+  } else {
+    add.bind_null(3);
+  }
+  add.bind(4, r.requested_by).bind(5, now);
+  add.step();
+  auto id = add.int64(0);
+  add.reset();
+  tx.commit();
+  return id;
+}
+
+std::vector<control_request> sqlite_storage::take_control_requests(std::string_view name,
+                                                                   std::string_view token) {
+  auto now = utc(system_clock::now());
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer,
+              "UPDATE EventQueueControl SET PickedUp = ?3 WHERE Instance = ?1 AND PickedUp IS "
+              "NULL AND EXISTS (SELECT 1 FROM EventQueueInstances WHERE Name = ?1 AND Token = "
+              "?2) RETURNING Id, Action, Since, RequestedBy, Requested");
+  s.bind(1, name).bind(2, token).bind(3, now);
+  std::vector<control_request> out;
+  while (s.step()) {
+    control_request r;
+    r.id = s.int64(0);
+    r.instance = std::string(name);
+    r.action = s.text_view(1) == "replay" ? control_action::replay : control_action::resync;
+    r.since = time_column(s, 2);
+    r.requested_by = s.text(3);
+    r.requested = time_column(s, 4).value_or(system_clock::time_point{});
+    r.picked_up = detail::parse_utc(now);
+    out.push_back(std::move(r));
+  }
+  s.reset();
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return out;
+}
+
+void sqlite_storage::complete_control_request(std::int64_t id, std::string_view result) {
+  auto now = utc(system_clock::now());
+  std::lock_guard lk(m_write_mutex);
+  statement s(m_writer, "UPDATE EventQueueControl SET Done = ?2, Result = ?3 WHERE Id = ?1");
+  s.bind(1, id).bind(2, now).bind(3, result).run();
+}
+
+std::vector<control_request> sqlite_storage::control_requests(std::size_t recent) {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader,
+              "SELECT Id, Instance, Action, Since, RequestedBy, Requested, PickedUp, Done, "
+              "coalesce(Result, '') FROM EventQueueControl WHERE Done IS NULL OR Id IN (SELECT "
+              "Id FROM EventQueueControl WHERE Done IS NOT NULL ORDER BY Id DESC LIMIT ?1) "
+              "ORDER BY Id DESC");
+  s.bind(1, static_cast<std::int64_t>(recent));
+  std::vector<control_request> out;
+  while (s.step()) {
+    control_request r;
+    r.id = s.int64(0);
+    r.instance = s.text(1);
+    r.action = s.text_view(2) == "replay" ? control_action::replay : control_action::resync;
+    r.since = time_column(s, 3);
+    r.requested_by = s.text(4);
+    r.requested = time_column(s, 5).value_or(system_clock::time_point{});
+    r.picked_up = time_column(s, 6);
+    r.done = time_column(s, 7);
+    r.result = s.text(8);
+    out.push_back(std::move(r));
+  }
+  s.reset();
+  return out;
+}
+
+std::string sqlite_storage::cursor_before(system_clock::time_point since) {
+  {
+    std::lock_guard lk(m_read_mutex);
+    statement s(m_reader, "SELECT min(Id) - 1 FROM EventQueue WHERE Created >= ?1");
+    s.bind(1, utc(since));
+    s.step();
+    if (!s.is_null(0)) {
+      auto id = s.int64(0);
+      s.reset();
+      return std::to_string(id);
+    }
+    s.reset();
+  }
+  return head_cursor();  // nothing raised since then
+}
+
 void sqlite_storage::release_instance(std::string_view name, std::string_view token) {
   auto now = utc(system_clock::now());
   std::lock_guard lk(m_write_mutex);
@@ -111,8 +227,9 @@ void sqlite_storage::release_instance(std::string_view name, std::string_view to
 std::vector<instance_info> sqlite_storage::instances() {
   std::lock_guard lk(m_read_mutex);
   statement s(m_reader,
-              "SELECT Instance, Cursor, Behind, Live, HeartbeatAgeSeconds, Heartbeat, "
-              "LeaseUntil, Host, Pid, Version, Started FROM EventQueueLag ORDER BY Instance");
+              "SELECT l.Instance, l.Cursor, l.Behind, l.Live, l.HeartbeatAgeSeconds, l.Heartbeat, "
+              "l.LeaseUntil, l.Host, l.Pid, l.Version, l.Started, i.Counters FROM EventQueueLag l "
+              "JOIN EventQueueInstances i ON i.Name = l.Instance ORDER BY l.Instance");
   std::vector<instance_info> out;
   while (s.step()) {
     instance_info i;
@@ -127,6 +244,7 @@ std::vector<instance_info> sqlite_storage::instances() {
     i.pid = s.int64(8);
     i.version = s.text(9);
     i.started = time_column(s, 10);
+    if (!s.is_null(11)) i.counters = detail::metrics_from_text(s.text_view(11));
     out.push_back(std::move(i));
   }
   s.reset();
@@ -165,6 +283,29 @@ queue_summary sqlite_storage::summary() {
     }
     task.reset();
   }
+  return out;
+}
+
+std::vector<std::int64_t> sqlite_storage::events_per_minute(system_clock::time_point from,
+                                                            int minutes) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(std::max(minutes, 0)), 0);
+  if (out.empty()) return out;
+  auto to = from + std::chrono::minutes(minutes);
+  std::lock_guard lk(m_read_mutex);
+  // Created is text that sorts like time: the index range is read once, grouped by its
+  // "YYYY-MM-DD HH:MM" prefix, with no date arithmetic per row.
+  statement s(m_reader,
+              "SELECT substr(Created, 1, 16), count(*) FROM EventQueue "
+              "WHERE Created >= ?1 AND Created < ?2 GROUP BY 1");
+  s.bind(1, utc(from)).bind(2, utc(to));
+  while (s.step()) {
+    auto minute = detail::parse_utc(std::string(s.text_view(0)) + ":00");
+    if (!minute) continue;  // a Created value eventq did not write
+    auto i = std::chrono::floor<std::chrono::minutes>(*minute - from).count();
+    if (*minute < from) i = 0;  // the partial first minute
+    if (i >= 0 && i < minutes) out[static_cast<std::size_t>(i)] += s.int64(1);
+  }
+  s.reset();
   return out;
 }
 

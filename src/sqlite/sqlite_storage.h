@@ -46,8 +46,18 @@ class sqlite_storage final : public storage {
   bool renew_instance(std::string_view name, std::string_view token,
                       std::chrono::milliseconds lease) override;
   void release_instance(std::string_view name, std::string_view token) override;
+  bool renew_instance(std::string_view name, std::string_view token,
+                      std::chrono::milliseconds lease, const metrics& counters) override;
+  std::int64_t add_control_request(const control_request& request) override;
+  std::vector<control_request> take_control_requests(std::string_view name,
+                                                     std::string_view token) override;
+  void complete_control_request(std::int64_t id, std::string_view result) override;
+  std::vector<control_request> control_requests(std::size_t recent) override;
+  std::string cursor_before(std::chrono::system_clock::time_point since) override;
   std::vector<instance_info> instances() override;
   queue_summary summary() override;
+  std::vector<std::int64_t> events_per_minute(std::chrono::system_clock::time_point from,
+                                              int minutes) override;
   bool acquire_task(std::string_view task, std::string_view holder,
                     std::chrono::milliseconds length,
                     std::chrono::milliseconds min_interval) override;
