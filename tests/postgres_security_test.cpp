@@ -421,7 +421,8 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
   }
 
   SUBCASE("app: a schema with pending migrations is refused with what to do") {
-    pg::exec(schema, "DELETE FROM EventQueueSchema WHERE Version = 5");
+    pg::exec(schema,
+             "DELETE FROM EventQueueSchema WHERE Version = " + latest_schema_version_text());
     try {
       queue q(url_as(app, schema), with_secret("web1"));
       FAIL("opened a schema with a pending migration");
@@ -436,8 +437,9 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK(e.code() == errc::schema_invalid);
     }
     // The owner migrates (here: records the migration whose row was deleted); the app opens.
-    pg::exec(schema,
-             "INSERT INTO EventQueueSchema (Version, Description) VALUES (5, '0005_control')");
+    pg::exec(schema, "INSERT INTO EventQueueSchema (Version, Description) VALUES (" +
+                         latest_schema_version_text() + ", '" +
+                         eventq::detail::postgres_migrations().back().name + "')");
     CHECK_NOTHROW(queue(url_as(app, schema), with_secret("web1")));
   }
 
@@ -453,7 +455,8 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK(tx.exec1("SELECT count(*) FROM Properties WHERE Key LIKE 'EQStamp\\_%'")[0].as<int>() ==
             2);
       CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
-      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 5);
+      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() ==
+            latest_schema_version());
     }
     for (const char* sql :
          {"INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "

@@ -12,8 +12,14 @@
 #include <vector>
 
 #include "eventq/eventq.h"
+#include "migrations.h"
 
 namespace eventq::test {
+
+/// The schema version a fresh database reaches (the last embedded migration; both backends
+/// number their migrations alike), so that tests need no edit when a migration is added.
+inline int latest_schema_version() { return detail::sqlite_migrations().back().version; }
+inline std::string latest_schema_version_text() { return std::to_string(latest_schema_version()); }
 
 /// A fresh directory under $TMPDIR (or /tmp), removed with its content on destruction.
 class temp_dir {
