@@ -66,6 +66,19 @@ struct instance_info {
   std::optional<double> heartbeat_age_seconds;
 };
 
+/// An event a session gave up on (EventQueueFailures): its listener threw on every attempt,
+/// or a typed listener could not decode it. What `eventq failures` lists.
+struct failure_record {
+  std::int64_t id = 0;        ///< EventQueueFailures.Id (assigned when stored)
+  std::string instance;       ///< the instance whose listener failed
+  std::string session;        ///< session_config::name
+  std::int64_t event_id = 0;  ///< EventQueue.Id of the event
+  std::string event_type;
+  std::string error;  ///< the last error, printable
+  int attempts = 0;   ///< calls made (1 + retries; 1 for an undecodable event)
+  std::chrono::system_clock::time_point failed_at;
+};
+
 /// Rows of one event type (storage::summary()).
 struct type_summary {
   std::string type;
