@@ -2,6 +2,7 @@
 #include "eventq/session.h"
 
 #include "eventq/error.h"
+#include "eventq/storage.h"
 #include "session_engine.h"
 
 namespace eventq {
@@ -101,5 +102,15 @@ void session::close() noexcept {
 session_metrics session::stats() const { return m_engine ? m_engine->stats() : session_metrics{}; }
 
 std::string session::name() const { return m_engine ? m_engine->name() : std::string(); }
+
+void storage::record_failures(std::span<const failure_record>) {
+  throw error(errc::invalid_argument, "the '" + std::string(backend_name()) +
+                                          "' storage backend cannot keep failure records");
+}
+
+std::vector<failure_record> storage::failures(std::size_t, std::string_view) {
+  throw error(errc::invalid_argument, "the '" + std::string(backend_name()) +
+                                          "' storage backend cannot keep failure records");
+}
 
 }  // namespace eventq

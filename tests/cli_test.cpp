@@ -90,7 +90,7 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   database db;
   auto m = eventq_cmd({"--db", db.url, "migrate"});
   CHECK(m.code == 0);
-  CHECK(m.out.find("schema version 3") != std::string::npos);
+  CHECK(m.out.find("schema version 8") != std::string::npos);
 
   queue a(db.url, test_options("web-01"));  // a live instance that has read nothing yet
   auto r1 =
@@ -108,7 +108,7 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   REQUIRE(j.code == 0);
   auto stats = nlohmann::json::parse(j.out);
   CHECK(stats.at("rows") == 3);
-  CHECK(stats.at("schema_version") == 3);
+  CHECK(stats.at("schema_version") == 8);
   if (db.url.rfind("sqlite:", 0) == 0) {  // URL parameters are not part of the file name
     auto w = eventq_cmd({"stats", "--db", db.url + "?watch=off", "--json"});
     REQUIRE(w.code == 0);

@@ -447,7 +447,7 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
       CHECK(tx.exec1("SELECT count(*) FROM Properties WHERE Key LIKE 'EQStamp\\_%'")[0].as<int>() ==
             2);
       CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
-      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 3);
+      CHECK(tx.exec1("SELECT max(Version) FROM EventQueueSchema")[0].as<int>() == 8);
     }
     for (const char* sql :
          {"INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "

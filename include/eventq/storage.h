@@ -147,6 +147,15 @@ class storage {
   /// any thread. The default throws errc::invalid_argument: a backend without it needs
   /// options::secret or EVENTQ_SECRET.
   virtual std::string get_or_insert_property(std::string_view key, std::string_view value);
+
+  /// Records events that a session gave up on (EventQueueFailures), in one transaction. May
+  /// be called from any thread. The default throws errc::invalid_argument (the queue then logs
+  /// and counts the failures only).
+  virtual void record_failures(std::span<const failure_record> failures);
+
+  /// The latest `limit` failure records, newest first; only those of `instance` unless it is
+  /// empty. The default throws errc::invalid_argument.
+  virtual std::vector<failure_record> failures(std::size_t limit, std::string_view instance);
   // ---- operations: schema, instance registry, task leases, cleanup, statistics ----
   // Lease times are judged by the database's clock where it has one (PostgreSQL's now()), so
   // instances on hosts with skewed clocks agree on who is live.
