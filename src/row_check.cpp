@@ -1,6 +1,7 @@
 #include "row_check.h"
 
 #include "util.h"
+#include "validation.h"
 
 namespace eventq::detail {
 
@@ -88,17 +89,6 @@ checked_row refuse(row_verdict v, std::string reason) {
   out.verdict = v;
   out.reason = std::move(reason);
   return out;
-}
-
-// Empty when `name` could have been written by eventq (see check_name in queue.cpp).
-std::string name_problem(std::string_view what, std::string_view name) {
-  if (name.empty()) return std::string(what) + " is empty";
-  if (name.size() > 200) return std::string(what) + " is longer than 200 bytes";
-  if (!valid_utf8(name)) return std::string(what) + " is not valid UTF-8";
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) return std::string(what) + " contains a control character";
-  }
-  return {};
 }
 
 std::string verify_problem(const event_record& row, const row_check_policy& p) {

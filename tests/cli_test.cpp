@@ -109,6 +109,7 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   auto stats = nlohmann::json::parse(j.out);
   CHECK(stats.at("rows") == 3);
   CHECK(stats.at("schema_version") == 8);
+  CHECK(stats.at("eventq_version") == std::string(eventq::version()));
   if (db.url.rfind("sqlite:", 0) == 0) {  // URL parameters are not part of the file name
     auto w = eventq_cmd({"stats", "--db", db.url + "?watch=off", "--json"});
     REQUIRE(w.code == 0);
@@ -133,6 +134,8 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   CHECK(
       std::regex_search(p.out, std::regex("\neventq_instance_live\\{instance=\"web-01\"\\} 1\n")));
   CHECK(std::regex_search(p.out, std::regex("\n# TYPE eventq_rows gauge\n")));
+  CHECK(p.out.find("\neventq_build_info{version=\"" + std::string(eventq::version()) + "\"} 1\n") !=
+        std::string::npos);
   for (const auto& line : lines_of(p.out)) {
     INFO(line);
     CHECK(std::regex_match(line,
@@ -143,6 +146,7 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   auto t = eventq_cmd({"stats", "--db", db.url});
   CHECK(t.code == 0);
   CHECK(t.out.find("rows           3") != std::string::npos);
+  CHECK(t.out.find("eventq         " + std::string(eventq::version()) + "\n") == 0);
   CHECK(t.out.find("web-01") != std::string::npos);
 
   auto i = eventq_cmd({"instances", "--db", db.url, "--json"});
@@ -170,6 +174,12 @@ TEST_CASE("migrate, raise, stats (table, JSON, Prometheus), instances, cleanup")
   CHECK(after.at("rows") == 0);
   CHECK(after.at("last_cleanup_result").get<std::string>().find("deleted 3 rows") !=
         std::string::npos);
+}
+
+TEST_CASE("eventq --version names the library's version, without a database") {
+  auto v = eventq_cmd({"--version"}, "env -u EVENTQ_DB");
+  CHECK(v.code == 0);
+  CHECK(v.out == "eventq " + std::string(eventq::version()) + "\n");
 }
 
 TEST_CASE("every error is one line on stderr and a non-zero exit") {

@@ -247,6 +247,8 @@ int main(int argc, char** argv) {
       "eventq: inspect and maintain an eventq database (events between application "
       "instances through a shared table)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "eventq " + std::string(eventq::version()),
+                       "print the eventq library's version and exit");
   args a;
   app.add_option("--db", a.db, "database URL: sqlite:/path/events.db or postgresql://...")
       ->envname("EVENTQ_DB");

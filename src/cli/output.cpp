@@ -110,7 +110,8 @@ nlohmann::json stats_json(std::string_view backend, const queue_summary& s,
   }
   nlohmann::json list = nlohmann::json::array();
   for (const auto& i : instances) list.push_back(instance_json(i));
-  return {{"backend", backend},
+  return {{"eventq_version", std::string(version())},
+          {"backend", backend},
           {"schema_version", s.schema_version},
           {"rows", s.rows},
           {"oldest", time_or_null(s.oldest)},
@@ -141,7 +142,8 @@ void print_instances_table(std::ostream& out, const std::vector<instance_info>& 
 
 void print_stats_table(std::ostream& out, std::string_view backend, const queue_summary& s,
                        const std::vector<instance_info>& instances) {
-  out << "backend        " << backend << " (schema version " << s.schema_version << ")\n"
+  out << "eventq         " << version() << '\n'
+      << "backend        " << backend << " (schema version " << s.schema_version << ")\n"
       << "rows           " << s.rows << '\n'
       << "oldest         " << iso_time(s.oldest) << '\n'
       << "newest         " << iso_time(s.newest) << '\n'
@@ -163,6 +165,8 @@ void print_stats_table(std::ostream& out, std::string_view backend, const queue_
 
 void print_prometheus(std::ostream& out, const queue_summary& s,
                       const std::vector<instance_info>& instances) {
+  gauge(out, "eventq_build_info", "Always 1; the eventq library's version is a label.");
+  out << "eventq_build_info{version=\"" << label(version()) << "\"} 1\n";
   gauge(out, "eventq_schema_version", "Schema version of the eventq database.");
   out << "eventq_schema_version " << s.schema_version << '\n';
   gauge(out, "eventq_rows", "Rows in the EventQueue table.");

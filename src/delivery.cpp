@@ -1,0 +1,200 @@
+#include "delivery.h"
+
+#include <future>
+#include <system_error>
+#include <thread>
+
+namespace eventq::detail {
+
+namespace {
+
+// Pages with at least this many rows are checked on two threads (see delivery::deliver()).
+constexpr std::size_t k_parallel_check_rows = 128;
+
+// Counts the large pages being checked in this process; a page gets a helper thread only
+// while they number at most half the cores (see delivery::deliver()).
+std::atomic<unsigned> g_pages_checking{0};
+struct busy_checking {
+  bool counted;
+  bool with_helper = false;
+  explicit busy_checking(bool large) : counted(large) {
+    if (!counted) return;
+    unsigned cores = std::max(2u, std::thread::hardware_concurrency());
+    with_helper = 2 * (g_pages_checking.fetch_add(1) + 1) <= cores;
+  }
+  ~busy_checking() {
+    if (counted) g_pages_checking.fetch_sub(1);
+  }
+  busy_checking(const busy_checking&) = delete;
+  busy_checking& operator=(const busy_checking&) = delete;
+};
+
+}  // namespace
+
+std::vector<rejected_row> scan_rejected(storage& store, const keyring& keys, const options& opts,
+                                        std::size_t max_rows) {
+  std::vector<rejected_row> out;
+  row_check_policy policy{&keys, verify_mode::required, opts.max_payload_bytes,
+                          std::chrono::system_clock::now()};
+  std::string at = store.oldest_cursor();
+  read_result page;
+  do {
+    page = store.read(at, opts.page_size);
+    for (auto& row : page.events) {
+      if (out.size() >= max_rows) return out;
+      auto checked = check_row(row, policy);
+      if (checked.verdict == row_verdict::ok) continue;
+      out.push_back(rejected_row{std::move(row), std::string(to_string(checked.verdict)),
+                                 std::move(checked.reason)});
+    }
+    at = page.next_cursor;
+  } while (page.more);
+  return out;
+}
+
+delivery::delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
+                   queue_counters& counters)
+    : m_store(store), m_opts(opts), m_keys(keys), m_disp(disp), m_counters(counters) {
+  auto stored = m_store.load_cursor(m_opts.instance_name);
+  if (stored) {
+    m_cursor = *stored;
+  } else {
+    m_cursor =
+        m_opts.start == start_position::now ? m_store.head_cursor() : m_store.oldest_cursor();
+    m_store.store_cursor(m_opts.instance_name, m_cursor);
+  }
+  m_cursor_copy = m_cursor;
+}
+
+std::string delivery::cursor() const {
+  std::lock_guard lk(m_cursor_copy_mutex);
+  return m_cursor_copy;
+}
+
+bool delivery::targets_me(const event_record& r) const {
+  switch (r.mode) {
+    case raise_mode::both:
+      return true;
+    case raise_mode::globally:
+      return r.instance != m_opts.instance_name;
+    case raise_mode::locally:
+      return r.instance == m_opts.instance_name;
+  }
+  return false;
+}
+
+std::size_t delivery::poll(const std::function<bool()>& keep_going) {
+  std::lock_guard lk(m_poll_mutex);
+  auto t0 = std::chrono::steady_clock::now();
+  ++m_counters.polls;
+  std::size_t count = 0;
+  read_result page;
+  do {
+    page = m_store.read(m_cursor, m_opts.page_size);
+    {
+      dispatcher::scope scope(m_disp);
+      if (page.missed) {
+        ++m_counters.missed;
+        log(log_level::warning, "missed events: " + *page.missed);
+        m_counters.handler_errors += m_disp.dispatch_missed(missed_info{*page.missed, m_cursor});
+      }
+      count += deliver(page.events);
+    }
+    if (page.next_cursor != m_cursor) {
+      m_store.store_cursor(m_opts.instance_name, page.next_cursor);
+      m_cursor = page.next_cursor;
+      std::lock_guard c(m_cursor_copy_mutex);
+      m_cursor_copy = m_cursor;
+    }
+  } while (page.more && keep_going());
+  m_counters.delivered += count;
+  m_counters.last_poll_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  return count;
+}
+
+// Checks and delivers one page's rows in order; returns those delivered to a handler.
+// REQUIRES: m_poll_mutex held, inside a dispatcher scope.
+//
+// Checking a row (parsing its JSON, verifying its signature) is most of a poll's work. On a
+// large page (a backlog) a helper thread checks the second half while this thread checks and
+// delivers the first; delivery stays on this thread, in order. Only while the process checks
+// few large pages at once: with a page per core already (several instances draining), a
+// helper would only take turns with them.
+std::size_t delivery::deliver(const std::vector<event_record>& rows) {
+  auto policy = check_policy(m_opts.verify);
+  std::vector<checked_row> checked(rows.size());
+  auto check = [&](std::size_t i) {
+    if (targets_me(rows[i])) checked[i] = check_row(rows[i], policy);
+  };
+  std::size_t split = rows.size();
+  busy_checking busy(rows.size() >= k_parallel_check_rows);
+  std::future<void> helper;  // destroyed (joined) before `checked`
+  if (busy.with_helper) {
+    try {
+      helper = std::async(std::launch::async, [&check, half = rows.size() / 2, n = rows.size()] {
+        for (std::size_t i = half; i < n; ++i) check(i);
+      });
+      split = rows.size() / 2;
+    } catch (const std::system_error& e) {  // no thread to be had: check on this one
+      // Nothing is lost (the page is checked on this thread); said once per queue.
+      if (!m_helper_warned.exchange(true)) {
+        log(log_level::warning,
+            std::string("cannot start a thread to check a large page, checking on the "
+                        "poller's alone (said once): ") +
+                e.what());
+      }
+    }
+  }
+  std::size_t count = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (i < split) {
+      check(i);
+    } else if (i == split) {
+      helper.get();  // rethrows what checking threw
+    }
+    const auto& row = rows[i];
+    if (!targets_me(row)) continue;
+    if (checked[i].verdict != row_verdict::ok) {
+      count_refusal(row, checked[i]);
+      continue;
+    }
+    auto out = m_disp.dispatch(row, checked[i].data);
+    checked[i] = {};  // a page of large payloads is not held parsed in full
+    if (out.delivered) ++count;
+    if (out.unknown_type) ++m_counters.unknown_types;
+    if (out.undecodable) ++m_counters.undecodable;
+    m_counters.handler_errors += out.handler_errors;
+  }
+  return count;
+}
+
+row_check_policy delivery::check_policy(verify_mode verify) const {
+  return row_check_policy{&m_keys, verify, m_opts.max_payload_bytes,
+                          std::chrono::system_clock::now()};
+}
+
+void delivery::count_refusal(const event_record& row, const checked_row& checked) {
+  switch (checked.verdict) {
+    case row_verdict::unauthentic:
+      ++m_counters.unauthentic;
+      break;
+    case row_verdict::oversized:
+      ++m_counters.oversized;
+      break;
+    case row_verdict::malformed:
+    case row_verdict::ok:
+      ++m_counters.undecodable;
+      break;
+  }
+  log(log_level::error, "event " + std::to_string(row.id) + " skipped, " +
+                            std::string(to_string(checked.verdict)) + ": " + checked.reason);
+}
+
+std::vector<rejected_row> delivery::find_rejected(std::size_t max_rows) {
+  std::lock_guard lk(m_poll_mutex);
+  return scan_rejected(m_store, m_keys, m_opts, max_rows);
+}
+
+}  // namespace eventq::detail

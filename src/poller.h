@@ -1,0 +1,55 @@
+// The background poll loop of one queue object: a poll cycle, then a wait for a wake-up or
+// options::poll_interval; on failure a backoff that doubles up to options::max_retry_backoff.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "counters.h"
+#include "eventq/options.h"
+#include "eventq/storage.h"
+
+namespace eventq::detail {
+
+/// Thread-safe. start() and stop() are serialised with each other.
+class poller {
+ public:
+  /// One poll cycle: reads and delivers until drained or until `keep_going` returns false.
+  using cycle_function = std::function<void(const std::function<bool()>& keep_going)>;
+
+  /// REQUIRES: the arguments outlive this object.
+  poller(storage& store, const options& opts, queue_counters& counters, cycle_function cycle);
+  /// Stops the thread (see stop()).
+  ~poller();
+  poller(const poller&) = delete;
+  poller& operator=(const poller&) = delete;
+
+  /// Starts the thread. No-op if running.
+  void start();
+  /// Asks the thread to stop, wakes its wait and joins it. Idempotent.
+  void stop();
+  bool running() const noexcept { return m_running; }
+
+ private:
+  void run();
+  void sleep_unless_stopped(std::chrono::milliseconds d);
+  void log(log_level level, const std::string& msg) const { m_opts.logger(level, msg); }
+
+  storage& m_store;
+  const options& m_opts;
+  queue_counters& m_counters;
+  cycle_function m_cycle;
+
+  std::mutex m_lifecycle_mutex;  // start()/stop()
+  std::thread m_thread;
+  std::atomic<bool> m_stop_requested{false};
+  std::atomic<bool> m_running{false};
+  std::mutex m_sleep_mutex;
+  std::condition_variable m_sleep_cv;
+};
+
+}  // namespace eventq::detail

@@ -1,0 +1,41 @@
+# Installs the eventq just built into a scratch prefix, then
+#  - builds and runs the find-package consumer with only `pkg-config --cflags --libs eventq`;
+#  - runs the installed bin/eventq with no LD_LIBRARY_PATH: its RPATH ($ORIGIN/../lib) must
+#    find the installed libeventq.so.
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+function(run out_var)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}${err}")
+  endif()
+  string(STRIP "${out}" out)
+  set(${out_var} "${out}" PARENT_SCOPE)
+endfunction()
+set(prefix "${WORK_DIR}/prefix")
+run(ignored ${CMAKE_COMMAND} --install "${BINARY_DIR}" --prefix "${prefix}")
+
+file(GLOB_RECURSE pc_files "${prefix}/*/eventq.pc")
+list(LENGTH pc_files n)
+if(NOT n EQUAL 1)
+  message(FATAL_ERROR "expected one installed eventq.pc under ${prefix}, found: ${pc_files}")
+endif()
+get_filename_component(pc_dir "${pc_files}" DIRECTORY)
+set(ENV{PKG_CONFIG_PATH} "${pc_dir}")
+run(flags pkg-config --cflags --libs eventq)
+run(libdir pkg-config --variable=libdir eventq)
+run(version pkg-config --modversion eventq)
+if(NOT version STREQUAL "${EXPECTED_VERSION}")
+  message(FATAL_ERROR "eventq.pc says version '${version}', the project is ${EXPECTED_VERSION}")
+endif()
+separate_arguments(flags UNIX_COMMAND "${flags}")
+run(ignored ${CXX} -std=c++20 "${SOURCE_DIR}/tests/find-package/consumer/main.cpp"
+    -o "${WORK_DIR}/consumer" ${flags} "-Wl,-rpath,${libdir}")
+run(out "${WORK_DIR}/consumer" "${WORK_DIR}/consumer.db")
+message(STATUS "pkg-config consumer: ${out} (flags: ${flags})")
+
+run(out env -u LD_LIBRARY_PATH "${prefix}/bin/eventq" --version)
+if(NOT out MATCHES "${EXPECTED_VERSION}")
+  message(FATAL_ERROR "installed eventq --version printed '${out}'")
+endif()
+message(STATUS "installed bin/eventq runs without LD_LIBRARY_PATH: ${out}")
