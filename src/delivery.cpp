@@ -53,8 +53,13 @@ std::vector<rejected_row> scan_rejected(storage& store, const keyring& keys, con
 }
 
 delivery::delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-                   queue_counters& counters)
-    : m_store(store), m_opts(opts), m_keys(keys), m_disp(disp), m_counters(counters) {
+                   queue_counters& counters, consumer_set& consumers)
+    : m_store(store),
+      m_opts(opts),
+      m_keys(keys),
+      m_disp(disp),
+      m_counters(counters),
+      m_consumers(consumers) {
   auto stored = m_store.load_cursor(m_opts.instance_name);
   if (stored) {
     m_cursor = *stored;
@@ -63,7 +68,7 @@ delivery::delivery(storage& store, const options& opts, const keyring& keys, dis
         m_opts.start == start_position::now ? m_store.head_cursor() : m_store.oldest_cursor();
     m_store.store_cursor(m_opts.instance_name, m_cursor);
   }
-  m_cursor_copy = m_cursor;
+  m_stored = m_cursor_copy = m_cursor;
 }
 
 std::string delivery::cursor() const {
@@ -91,6 +96,8 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   read_result page;
   do {
     page = m_store.read(m_cursor, m_opts.page_size);
+    const std::uint64_t base = m_consumers.reserve(page.events.size());
+    bool complete = true;
     {
       dispatcher::scope scope(m_disp);
       if (page.missed) {
@@ -98,14 +105,15 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
         log(log_level::warning, "missed events: " + *page.missed);
         m_counters.handler_errors += m_disp.dispatch_missed(missed_info{*page.missed, m_cursor});
       }
-      count += deliver(page.events);
+      count += deliver(page.events, base, keep_going, complete);
     }
+    if (!complete) break;   // stopped while a session's buffer was full: the page is read again
+    m_consumers.run_due();  // listeners of sessions without threads run here
     if (page.next_cursor != m_cursor) {
-      m_store.store_cursor(m_opts.instance_name, page.next_cursor);
       m_cursor = page.next_cursor;
-      std::lock_guard c(m_cursor_copy_mutex);
-      m_cursor_copy = m_cursor;
+      m_consumers.page_read(base + page.events.size(), m_cursor);
     }
+    store_finished();
   } while (page.more && keep_going());
   m_counters.delivered += count;
   m_counters.last_poll_us =
@@ -122,7 +130,13 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
 // delivers the first; delivery stays on this thread, in order. Only while the process checks
 // few large pages at once: with a page per core already (several instances draining), a
 // helper would only take turns with them.
-std::size_t delivery::deliver(const std::vector<event_record>& rows) {
+std::size_t delivery::deliver(const std::vector<event_record>& rows, std::uint64_t base,
+                              const std::function<bool()>& keep_going, bool& complete) {
+  // With sessions attached, the page's accepted rows are kept (parsed) to be handed to them
+  // after the queue's own subscribers had them; rows only sessions may want wait in `deferred`.
+  const bool sessions = !m_consumers.snapshot().empty();
+  std::vector<delivered_ptr> handed;
+  std::vector<std::size_t> deferred;
   auto policy = check_policy(m_opts.verify);
   std::vector<checked_row> checked(rows.size());
   auto check = [&](std::size_t i) {
@@ -160,14 +174,68 @@ std::size_t delivery::deliver(const std::vector<event_record>& rows) {
       count_refusal(row, checked[i]);
       continue;
     }
-    auto out = m_disp.dispatch(row, checked[i].data);
+    const nlohmann::json* data = &checked[i].data;
+    if (sessions) {
+      handed.push_back(std::make_shared<const delivered_event>(
+          delivered_event{base + i + 1, row, std::move(checked[i].data)}));
+      data = &handed.back()->data;
+      if (!m_disp.handles(row.type)) {
+        deferred.push_back(handed.size() - 1);
+        continue;
+      }
+    }
+    auto out = m_disp.dispatch(row, *data);
     checked[i] = {};  // a page of large payloads is not held parsed in full
     if (out.delivered) ++count;
     if (out.unknown_type) ++m_counters.unknown_types;
     if (out.undecodable) ++m_counters.undecodable;
     m_counters.handler_errors += out.handler_errors;
   }
+  if (sessions)
+    count += hand_to_sessions(handed, deferred, base + rows.size(), keep_going, complete);
   return count;
+}
+
+// Offers the page's rows to every session (which may wait for room in its buffer); then the
+// rows that neither a session nor a subscriber wanted are counted as of unknown type. Returns
+// the rows only sessions took. REQUIRES: m_poll_mutex held, inside a dispatcher scope.
+std::size_t delivery::hand_to_sessions(std::vector<delivered_ptr>& handed,
+                                       const std::vector<std::size_t>& deferred,
+                                       std::uint64_t page_end,
+                                       const std::function<bool()>& keep_going, bool& complete) {
+  std::vector<char> taken(handed.size(), 0);
+  for (const auto& c : m_consumers.snapshot()) {
+    if (!c->consume(handed, page_end, keep_going, taken)) {
+      complete = false;
+      return 0;
+    }
+  }
+  std::size_t count = 0;
+  for (std::size_t i : deferred) {
+    if (taken[i]) {
+      ++count;
+      continue;
+    }
+    auto out = m_disp.dispatch(handed[i]->row, handed[i]->data);  // counts and logs it
+    if (out.unknown_type) ++m_counters.unknown_types;
+  }
+  return count;
+}
+
+void delivery::store_finished() {
+  auto c = m_consumers.storable();
+  if (!c || *c == m_stored) return;
+  m_store.store_cursor(m_opts.instance_name, *c);
+  m_stored = std::move(*c);
+  std::lock_guard lk(m_cursor_copy_mutex);
+  m_cursor_copy = m_stored;
+}
+
+std::optional<std::chrono::steady_clock::time_point> delivery::idle() {
+  std::lock_guard lk(m_poll_mutex);
+  auto due = m_consumers.run_due();
+  store_finished();
+  return due;
 }
 
 row_check_policy delivery::check_policy(verify_mode verify) const {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "consumer_set.h"
 #include "counters.h"
 #include "dispatcher.h"
 #include "eventq/queue.h"
@@ -27,7 +28,7 @@ class delivery {
   /// Loads the instance's stored cursor, or stores the start position (options::start) for a
   /// new instance. REQUIRES: the arguments outlive this object. Throws what the storage throws.
   delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-           queue_counters& counters);
+           queue_counters& counters, consumer_set& consumers);
 
   /// One poll cycle: pages until drained (or until `keep_going` says stop). Returns rows
   /// delivered to at least one handler. Throws what the storage throws.
@@ -39,9 +40,18 @@ class delivery {
   /// The cursor as last stored, without waiting for a poll cycle.
   std::string cursor() const;
 
+  /// Between poll cycles: runs sessions' due work on this thread and stores the cursor as far
+  /// as every session has finished. Returns when work is next due. Serialised with poll().
+  std::optional<std::chrono::steady_clock::time_point> idle();
+
  private:
   bool targets_me(const event_record& r) const;
-  std::size_t deliver(const std::vector<event_record>& rows);
+  std::size_t deliver(const std::vector<event_record>& rows, std::uint64_t base,
+                      const std::function<bool()>& keep_going, bool& complete);
+  std::size_t hand_to_sessions(std::vector<delivered_ptr>& handed,
+                               const std::vector<std::size_t>& deferred, std::uint64_t page_end,
+                               const std::function<bool()>& keep_going, bool& complete);
+  void store_finished();
   row_check_policy check_policy(verify_mode verify) const;
   void count_refusal(const event_record& row, const checked_row& checked);
   void log(log_level level, const std::string& msg) const { m_opts.logger(level, msg); }
@@ -51,9 +61,11 @@ class delivery {
   const keyring& m_keys;
   dispatcher& m_disp;
   queue_counters& m_counters;
+  consumer_set& m_consumers;
 
-  std::mutex m_poll_mutex;  // one poll cycle at a time; guards m_cursor
-  std::string m_cursor;
+  std::mutex m_poll_mutex;  // one poll cycle at a time; guards m_cursor and m_stored
+  std::string m_cursor;     // where the next read starts
+  std::string m_stored;     // as last stored: behind m_cursor while sessions have work
   mutable std::mutex m_cursor_copy_mutex;
   std::string m_cursor_copy;                 // readable without waiting for a poll cycle
   std::atomic<bool> m_helper_warned{false};  // a page's helper thread could not be started

@@ -26,6 +26,8 @@ class dispatcher {
   /// Unregisters; waits for a running call of it unless called from the dispatching thread.
   void remove(std::uint64_t id) noexcept;
   bool contains(std::uint64_t id) const noexcept;
+  /// True when some handler wants events of `type` (a typed one, or one for every type).
+  bool handles(const std::string& type) const;
 
   /// What happened to one row.
   struct outcome {

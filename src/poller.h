@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "counters.h"
@@ -28,6 +29,12 @@ class poller {
   poller(const poller&) = delete;
   poller& operator=(const poller&) = delete;
 
+  /// Between waits: work that is due on the poller thread (storing the cursor as sessions
+  /// finish, listeners without threads); returns when it is next due. Called on the poller
+  /// thread only; set before start().
+  using idle_function = std::function<std::optional<std::chrono::steady_clock::time_point>()>;
+  void set_idle(idle_function f) { m_idle = std::move(f); }
+
   /// Starts the thread. No-op if running.
   void start();
   /// Asks the thread to stop, wakes its wait and joins it. Idempotent.
@@ -43,6 +50,7 @@ class poller {
   const options& m_opts;
   queue_counters& m_counters;
   cycle_function m_cycle;
+  idle_function m_idle;
 
   std::mutex m_lifecycle_mutex;  // start()/stop()
   std::thread m_thread;

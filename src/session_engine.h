@@ -47,6 +47,7 @@ class session_engine final : public page_consumer,
   bool drain(std::chrono::milliseconds timeout);
   session_metrics stats() const;
   const std::string& name() const noexcept { return m_cfg.name; }
+  unsigned threads() const noexcept { return m_cfg.threads; }
 
   // page_consumer
   void attach_at(std::uint64_t position) override;

@@ -7,6 +7,7 @@
 #include "eventq/operations.h"
 #include "eventq/options.h"
 #include "eventq/queue.h"
+#include "eventq/session.h"
 #include "eventq/signing.h"
 #include "eventq/storage.h"
 #include "eventq/subscription.h"
