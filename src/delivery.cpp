@@ -204,8 +204,9 @@ std::size_t delivery::hand_to_sessions(std::vector<delivered_ptr>& handed,
                                        std::uint64_t page_end,
                                        const std::function<bool()>& keep_going, bool& complete) {
   std::vector<char> taken(handed.size(), 0);
+  const std::function<bool()> stopping = [&keep_going] { return !keep_going(); };
   for (const auto& c : m_consumers.snapshot()) {
-    if (!c->consume(handed, page_end, keep_going, taken)) {
+    if (!c->consume(handed, page_end, stopping, taken)) {
       complete = false;
       return 0;
     }
