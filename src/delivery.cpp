@@ -3,6 +3,7 @@
 #include <future>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 namespace eventq::detail {
 
@@ -92,6 +93,10 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   std::lock_guard lk(m_poll_mutex);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
+  if (!m_backlog_checked) {
+    if (m_opts.max_backlog > 0) check_backlog();
+    m_backlog_checked = true;
+  }
   std::size_t count = 0;
   read_result page;
   do {
@@ -221,6 +226,33 @@ std::size_t delivery::hand_to_sessions(std::vector<delivered_ptr>& handed,
     if (out.unknown_type) ++m_counters.unknown_types;
   }
   return count;
+}
+
+// options::max_backlog: more rows after the cursor than allowed means a jump to the head and
+// one Missed. REQUIRES: m_poll_mutex held.
+void delivery::check_backlog() {
+  std::optional<std::int64_t> behind;
+  for (const auto& i : m_store.instances()) {
+    if (i.name == m_opts.instance_name) behind = i.behind;
+  }
+  if (!behind || *behind <= static_cast<std::int64_t>(m_opts.max_backlog)) return;
+  auto head = m_store.head_cursor();
+  std::string reason = std::to_string(*behind) +
+                       " events were pending after this instance's cursor, more than "
+                       "options::max_backlog (" +
+                       std::to_string(m_opts.max_backlog) +
+                       "): skipped them and continued from the newest event";
+  m_store.store_cursor(m_opts.instance_name, head);
+  auto old = std::exchange(m_cursor, head);
+  m_stored = head;
+  {
+    std::lock_guard c(m_cursor_copy_mutex);
+    m_cursor_copy = head;
+  }
+  ++m_counters.missed;
+  log(log_level::warning, "missed events: " + reason);
+  dispatcher::scope scope(m_disp);
+  m_counters.handler_errors += m_disp.dispatch_missed(missed_info{reason, old});
 }
 
 void delivery::store_finished() {

@@ -52,6 +52,7 @@ class delivery {
                                const std::vector<std::size_t>& deferred, std::uint64_t page_end,
                                const std::function<bool()>& keep_going, bool& complete);
   void store_finished();
+  void check_backlog();
   row_check_policy check_policy(verify_mode verify) const;
   void count_refusal(const event_record& row, const checked_row& checked);
   void log(log_level level, const std::string& msg) const { m_opts.logger(level, msg); }
@@ -68,6 +69,7 @@ class delivery {
   std::string m_stored;     // as last stored: behind m_cursor while sessions have work
   mutable std::mutex m_cursor_copy_mutex;
   std::string m_cursor_copy;                 // readable without waiting for a poll cycle
+  bool m_backlog_checked = false;            // options::max_backlog is looked at by the first poll
   std::atomic<bool> m_helper_warned{false};  // a page's helper thread could not be started
 };
 

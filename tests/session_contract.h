@@ -261,6 +261,40 @@ inline void run_session_contract(backend_fixture& f) {
     CHECK(worst <= q.config().poll_interval + 100ms);  // ...the fast one is not
   }
 
+  SUBCASE("max_backlog: an instance down while 5,000 events were raised gets one Missed") {
+    { queue register_first(url, test_options("r")); }
+    {
+      queue raiser(url, test_options("w"));
+      raise_ticks(raiser, 5000);
+    }
+    auto o = test_options("r");
+    o.max_backlog = 1000;
+    queue q(url, o);
+    std::vector<missed_info> missed;
+    std::atomic<int> got{0};
+    auto m = q.on_missed([&](const missed_info& i) { missed.push_back(i); });
+    auto s = q.create_session();
+    auto reg = s.add_listener(
+        {}, [&](std::span<const event_record> b) { got += static_cast<int>(b.size()); });
+    q.poll_once();
+    REQUIRE(missed.size() == 1);
+    CHECK(missed[0].reason.find("5000 events were pending") != std::string::npos);
+    CHECK(missed[0].reason.find("max_backlog (1000)") != std::string::npos);
+    CHECK(behind(q, "r") == 0);
+    REQUIRE(s.drain(5s));
+    CHECK(got == 0);
+    CHECK(q.stats().missed == 1);
+    // Later events flow as usual.
+    {
+      queue raiser(url, test_options("w"));
+      raise_ticks(raiser, 10);
+    }
+    q.poll_once();
+    REQUIRE(s.drain(5s));
+    CHECK(got == 10);
+    CHECK(missed.size() == 1);
+  }
+
   SUBCASE("the default session runs its listeners on the poller thread, one event each") {
     queue q(url, test_options("r"));
     queue raiser(url, test_options("w"));
