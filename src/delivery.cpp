@@ -1,6 +1,7 @@
 #include "delivery.h"
 
 #include <future>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -90,6 +91,7 @@ bool delivery::targets_me(const event_record& r) const {
 }
 
 std::size_t delivery::poll(const std::function<bool()>& keep_going) {
+  refuse_reentry("poll_once()");
   std::lock_guard lk(m_poll_mutex);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
@@ -102,7 +104,7 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   do {
     page = m_store.read(m_cursor, m_opts.page_size);
     const std::uint64_t base = m_consumers.reserve(page.events.size());
-    bool complete = true;
+    bool whole_page = true;
     {
       dispatcher::scope scope(m_disp);
       if (page.missed) {
@@ -110,9 +112,11 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
         log(log_level::warning, "missed events: " + *page.missed);
         m_counters.handler_errors += m_disp.dispatch_missed(missed_info{*page.missed, m_cursor});
       }
-      count += deliver(page.events, base, keep_going, complete);
+      count += deliver(page.events, base, keep_going, whole_page);
     }
-    if (!complete) break;   // stopped while a session's buffer was full: the page is read again
+    // A page left half-way (stop() between two rows, or while a session's buffer was full)
+    // keeps the cursor before it: its rows are delivered again, at least once, by the next poll.
+    if (!whole_page) break;
     m_consumers.run_due();  // listeners of sessions without threads run here
     if (page.next_cursor != m_cursor) {
       m_cursor = page.next_cursor;
@@ -127,6 +131,16 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   return count;
 }
 
+void delivery::refuse_reentry(const char* call) const {
+  if (m_disp.in_dispatch()) {
+    throw error(errc::invalid_argument,
+                std::string(call) +
+                    " called from an event handler of the same queue: it would wait for the "
+                    "poll that runs the handler. Call it from another thread, or after the "
+                    "handler returns");
+  }
+}
+
 // Checks and delivers one page's rows in order; returns those delivered to a handler.
 // REQUIRES: m_poll_mutex held, inside a dispatcher scope.
 //
@@ -136,7 +150,7 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
 // few large pages at once: with a page per core already (several instances draining), a
 // helper would only take turns with them.
 std::size_t delivery::deliver(const std::vector<event_record>& rows, std::uint64_t base,
-                              const std::function<bool()>& keep_going, bool& complete) {
+                              const std::function<bool()>& keep_going, bool& whole_page) {
   // With sessions attached, the page's accepted rows are kept (parsed) to be handed to them
   // after the queue's own subscribers had them; rows only sessions may want wait in `deferred`.
   const bool sessions = !m_consumers.snapshot().empty();
@@ -175,6 +189,10 @@ std::size_t delivery::deliver(const std::vector<event_record>& rows, std::uint64
     }
     const auto& row = rows[i];
     if (!targets_me(row)) continue;
+    if (!keep_going()) {  // stop() waits for the running handler, not for the page
+      whole_page = false;
+      break;
+    }
     if (checked[i].verdict != row_verdict::ok) {
       count_refusal(row, checked[i]);
       continue;
@@ -196,8 +214,9 @@ std::size_t delivery::deliver(const std::vector<event_record>& rows, std::uint64
     if (out.undecodable) ++m_counters.undecodable;
     m_counters.handler_errors += out.handler_errors;
   }
-  if (sessions)
-    count += hand_to_sessions(handed, deferred, base + rows.size(), keep_going, complete);
+  if (sessions && whole_page) {
+    count += hand_to_sessions(handed, deferred, base + rows.size(), keep_going, whole_page);
+  }
   return count;
 }
 
@@ -207,12 +226,12 @@ std::size_t delivery::deliver(const std::vector<event_record>& rows, std::uint64
 std::size_t delivery::hand_to_sessions(std::vector<delivered_ptr>& handed,
                                        const std::vector<std::size_t>& deferred,
                                        std::uint64_t page_end,
-                                       const std::function<bool()>& keep_going, bool& complete) {
+                                       const std::function<bool()>& keep_going, bool& whole_page) {
   std::vector<char> taken(handed.size(), 0);
   const std::function<bool()> stopping = [&keep_going] { return !keep_going(); };
   for (const auto& c : m_consumers.snapshot()) {
     if (!c->consume(handed, page_end, stopping, taken)) {
-      complete = false;
+      whole_page = false;
       return 0;
     }
   }
@@ -264,6 +283,13 @@ void delivery::store_finished() {
   m_cursor_copy = m_stored;
 }
 
+void delivery::idle_if_free() {
+  std::unique_lock lk(m_poll_mutex, std::try_to_lock);
+  if (!lk.owns_lock()) return;
+  m_consumers.run_due();
+  store_finished();
+}
+
 std::optional<std::chrono::steady_clock::time_point> delivery::idle() {
   std::lock_guard lk(m_poll_mutex);
   auto due = m_consumers.run_due();
@@ -294,6 +320,7 @@ void delivery::count_refusal(const event_record& row, const checked_row& checked
 }
 
 std::vector<rejected_row> delivery::find_rejected(std::size_t max_rows) {
+  refuse_reentry("find_rejected_rows()");
   std::lock_guard lk(m_poll_mutex);
   return scan_rejected(m_store, m_keys, m_opts, max_rows);
 }

@@ -30,11 +30,14 @@ class delivery {
   delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
            queue_counters& counters, consumer_set& consumers);
 
-  /// One poll cycle: pages until drained (or until `keep_going` says stop). Returns rows
-  /// delivered to at least one handler. Throws what the storage throws.
+  /// One poll cycle: pages until drained (or until `keep_going` says stop; it is asked between
+  /// rows too, and a page left half-way is read again by the next cycle). Returns rows
+  /// delivered to at least one handler. Throws what the storage throws, and
+  /// errc::invalid_argument when called from a handler of this queue (it would deadlock).
   std::size_t poll(const std::function<bool()>& keep_going);
 
-  /// See queue::find_rejected_rows. Serialised with poll().
+  /// See queue::find_rejected_rows. Serialised with poll(); errc::invalid_argument from a
+  /// handler of this queue.
   std::vector<rejected_row> find_rejected(std::size_t max_rows);
 
   /// The cursor as last stored, without waiting for a poll cycle.
@@ -43,16 +46,20 @@ class delivery {
   /// Between poll cycles: runs sessions' due work on this thread and stores the cursor as far
   /// as every session has finished. Returns when work is next due. Serialised with poll().
   std::optional<std::chrono::steady_clock::time_point> idle();
+  /// idle(), unless a poll cycle runs now (it stores the cursor itself): for stop(), which a
+  /// listener may call from inside a poll cycle.
+  void idle_if_free();
 
  private:
   bool targets_me(const event_record& r) const;
   std::size_t deliver(const std::vector<event_record>& rows, std::uint64_t base,
-                      const std::function<bool()>& keep_going, bool& complete);
+                      const std::function<bool()>& keep_going, bool& whole_page);
   std::size_t hand_to_sessions(std::vector<delivered_ptr>& handed,
                                const std::vector<std::size_t>& deferred, std::uint64_t page_end,
-                               const std::function<bool()>& keep_going, bool& complete);
+                               const std::function<bool()>& keep_going, bool& whole_page);
   void store_finished();
   void check_backlog();
+  void refuse_reentry(const char* call) const;
   row_check_policy check_policy(verify_mode verify) const;
   void count_refusal(const event_record& row, const checked_row& checked);
   void log(log_level level, const std::string& msg) const { m_opts.logger(level, msg); }

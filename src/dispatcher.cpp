@@ -36,10 +36,13 @@ void dispatcher::remove(std::uint64_t id) noexcept {
   {
     std::lock_guard lk(m_table_mutex);
     auto t = std::make_shared<table>(*m_table);
-    auto drop = [id](std::vector<entry_ptr>& v) {
+    auto drop = [this, id](std::vector<entry_ptr>& v) {
       auto it = std::find_if(v.begin(), v.end(), [id](const entry_ptr& e) { return e->id == id; });
       if (it == v.end()) return false;
-      (*it)->active = false;
+      {
+        std::lock_guard call(m_call_mutex);
+        (*it)->active = false;
+      }
       v.erase(it);
       return true;
     };
@@ -54,10 +57,12 @@ void dispatcher::remove(std::uint64_t id) noexcept {
     if (!found) return;
     m_table = std::move(t);
   }
-  // A dispatch in progress on another thread may be inside this handler: wait for it, so the
-  // caller may destroy what the handler uses. From inside a handler, waiting would deadlock.
-  if (m_dispatch_thread.load() != std::this_thread::get_id()) {
-    std::lock_guard wait(m_dispatch_mutex);
+  // A dispatch in progress on another thread may be inside this handler: wait for that call
+  // (only that one), so the caller may destroy what the handler uses. From inside a handler,
+  // waiting would deadlock.
+  if (!in_dispatch()) {
+    std::unique_lock call(m_call_mutex);
+    m_call_cv.wait(call, [&] { return m_running_id != id; });
   }
 }
 
@@ -87,14 +92,34 @@ void dispatcher::log(log_level level, const std::string& msg) const {
   if (m_log) m_log(level, msg);
 }
 
-dispatcher::scope::scope(dispatcher& d) : m_d(d), m_lock(d.m_dispatch_mutex) {
+dispatcher::scope::scope(dispatcher& d) : m_d(d) {
   m_d.m_dispatch_thread = std::this_thread::get_id();
+}
+
+bool dispatcher::begin_call(const entry& e) {
+  std::lock_guard call(m_call_mutex);
+  if (!e.active) return false;
+  m_running_id = e.id;
+  return true;
+}
+
+void dispatcher::end_call() {
+  {
+    std::lock_guard call(m_call_mutex);
+    m_running_id = 0;
+  }
+  m_call_cv.notify_all();
 }
 
 dispatcher::scope::~scope() { m_d.m_dispatch_thread = std::thread::id{}; }
 
 bool dispatcher::invoke(const entry& e, const event_record& row, const nlohmann::json& data,
                         outcome& out) {
+  if (!begin_call(e)) return false;
+  struct ender {
+    dispatcher& d;
+    ~ender() { d.end_call(); }
+  } end{*this};
   try {
     e.raw(row, data);
     return true;
@@ -133,7 +158,7 @@ dispatcher::outcome dispatcher::dispatch(const event_record& row, const nlohmann
   }
   auto run = [&](const std::vector<entry_ptr>& v) {
     for (const auto& e : v) {
-      if (e->active && invoke(*e, row, data, out)) out.delivered = true;
+      if (invoke(*e, row, data, out)) out.delivered = true;
     }
   };
   if (has_typed) run(typed->second);
@@ -145,7 +170,11 @@ std::uint64_t dispatcher::dispatch_missed(const missed_info& info) {
   std::uint64_t errors = 0;
   auto t = snapshot();
   for (const auto& e : t->missed) {
-    if (!e->active) continue;
+    if (!begin_call(*e)) continue;
+    struct ender {
+      dispatcher& d;
+      ~ender() { d.end_call(); }
+    } end{*this};
     try {
       e->missed(info);
     } catch (const std::exception& ex) {

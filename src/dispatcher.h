@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -23,7 +24,8 @@ class dispatcher {
   /// Registers a handler for `type` (empty: every type). Returns its id.
   std::uint64_t add(std::string type, raw_handler handler);
   std::uint64_t add_missed(missed_handler handler);
-  /// Unregisters; waits for a running call of it unless called from the dispatching thread.
+  /// Unregisters; waits for a running call of that handler (not for the rest of the page)
+  /// unless called from the dispatching thread.
   void remove(std::uint64_t id) noexcept;
   bool contains(std::uint64_t id) const noexcept;
   /// True when some handler wants events of `type` (a typed one, or one for every type).
@@ -37,7 +39,8 @@ class dispatcher {
     std::uint64_t handler_errors = 0;
   };
 
-  /// Hold one while dispatching a page: remove() from other threads then waits for it.
+  /// Hold one while dispatching a page: marks this thread as the dispatching one, so that
+  /// remove() from a handler does not wait for itself.
   class scope {
    public:
     explicit scope(dispatcher& d);
@@ -47,8 +50,12 @@ class dispatcher {
 
    private:
     dispatcher& m_d;
-    std::unique_lock<std::mutex> m_lock;
   };
+
+  /// True when called from inside a handler that this dispatcher is running.
+  bool in_dispatch() const noexcept {
+    return m_dispatch_thread.load() == std::this_thread::get_id();
+  }
 
   /// Hands `row` and its parsed payload (checked by check_row) to the handlers.
   /// REQUIRES: a scope is held by this thread.
@@ -61,7 +68,7 @@ class dispatcher {
     std::uint64_t id;
     raw_handler raw;
     missed_handler missed;
-    std::atomic<bool> active{true};
+    bool active = true;  // guarded by m_call_mutex
   };
   using entry_ptr = std::shared_ptr<entry>;
   struct table {
@@ -74,13 +81,19 @@ class dispatcher {
   void log(log_level level, const std::string& msg) const;
   /// Calls one handler; returns false if it threw (logged).
   bool invoke(const entry& e, const event_record& row, const nlohmann::json& data, outcome& out);
+  /// Marks `e` as running unless it was removed; returns false if it was.
+  bool begin_call(const entry& e);
+  void end_call();
 
   log_function m_log;
   mutable std::mutex m_table_mutex;
   std::shared_ptr<const table> m_table = std::make_shared<table>();
   std::uint64_t m_next_id = 1;
-  std::mutex m_dispatch_mutex;
   std::atomic<std::thread::id> m_dispatch_thread{};
+  // The handler running now (0: none); remove() waits on m_call_cv while it is the one removed.
+  std::mutex m_call_mutex;
+  std::condition_variable m_call_cv;
+  std::uint64_t m_running_id = 0;
 };
 
 }  // namespace eventq::detail

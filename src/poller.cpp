@@ -8,27 +8,57 @@ namespace eventq::detail {
 poller::poller(storage& store, const options& opts, queue_counters& counters, cycle_function cycle)
     : m_store(store), m_opts(opts), m_counters(counters), m_cycle(std::move(cycle)) {}
 
-poller::~poller() { stop(); }
+poller::~poller() {
+  // On the poller thread itself only after detach_if_own_thread(): nothing to join then.
+  if (!m_thread.joinable()) return;
+  stop();
+}
 
-void poller::start() {
+void poller::start(std::shared_ptr<void> owner) {
   std::lock_guard lk(m_lifecycle_mutex);
   if (m_running) return;
+  if (m_thread.joinable() && m_thread.get_id() == std::this_thread::get_id()) {
+    m_stop_requested = false;  // stop() and start() from one handler: carry on
+    m_running = true;
+    return;
+  }
+  join_finished();
   m_stop_requested = false;
-  m_thread = std::thread([this] { run(); });
+  m_thread = std::thread([this, owner = std::move(owner)]() mutable {
+    run();
+    owner.reset();  // may destroy this poller (see detach_if_own_thread): nothing after it
+  });
   m_running = true;
+}
+
+void poller::join_finished() {
+  if (m_thread.joinable()) m_thread.join();  // a thread told to stop from its own handler
 }
 
 void poller::stop() {
   std::lock_guard lk(m_lifecycle_mutex);
-  if (!m_running) return;
+  if (!m_running) {
+    if (!m_thread.joinable() || m_thread.get_id() != std::this_thread::get_id()) join_finished();
+    return;
+  }
   {
     std::lock_guard s(m_sleep_mutex);
     m_stop_requested = true;
   }
   m_sleep_cv.notify_all();
+  m_running = false;
+  if (m_thread.get_id() == std::this_thread::get_id()) return;  // from a handler: ends after it
   m_store.interrupt();
   m_thread.join();
+}
+
+bool poller::detach_if_own_thread() {
+  std::lock_guard lk(m_lifecycle_mutex);
+  if (!m_thread.joinable() || m_thread.get_id() != std::this_thread::get_id()) return false;
+  m_stop_requested = true;
   m_running = false;
+  m_thread.detach();
+  return true;
 }
 
 void poller::sleep_unless_stopped(std::chrono::milliseconds d) {

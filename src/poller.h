@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -16,7 +17,8 @@
 
 namespace eventq::detail {
 
-/// Thread-safe. start() and stop() are serialised with each other.
+/// Thread-safe. start() and stop() are serialised with each other. Either may be called from
+/// a handler running on the poller thread itself (see stop()).
 class poller {
  public:
   /// One poll cycle: reads and delivers until drained or until `keep_going` returns false.
@@ -35,14 +37,20 @@ class poller {
   using idle_function = std::function<std::optional<std::chrono::steady_clock::time_point>()>;
   void set_idle(idle_function f) { m_idle = std::move(f); }
 
-  /// Starts the thread. No-op if running.
-  void start();
-  /// Asks the thread to stop, wakes its wait and joins it. Idempotent.
+  /// Starts the thread; it holds `owner` (what the cycle uses) until it ends. No-op if running.
+  void start(std::shared_ptr<void> owner);
+  /// Asks the thread to stop, wakes its wait, and joins it: it stops after the handler running
+  /// now. From the poller thread itself (a handler), only asks: the thread ends once the
+  /// handler returns, and a later start() or stop() from another thread joins it. Idempotent.
   void stop();
+  /// From the poller thread: stop(), and let the thread end on its own (it still holds its
+  /// `owner`, which may then be the last reference). Returns false on any other thread.
+  bool detach_if_own_thread();
   bool running() const noexcept { return m_running; }
 
  private:
   void run();
+  void join_finished();  // REQUIRES: m_lifecycle_mutex held
   void sleep_unless_stopped(std::chrono::milliseconds d);
   void log(log_level level, const std::string& msg) const { m_opts.logger(level, msg); }
 

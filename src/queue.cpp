@@ -88,7 +88,8 @@ struct queue::impl {
   std::unique_ptr<storage> store;
   std::shared_ptr<detail::dispatcher> disp;
   detail::queue_counters counters;
-  detail::keyring keys;  // immutable after construction
+  detail::keyring keys;              // immutable after construction
+  std::atomic<bool> closing{false};  // ~queue ran (perhaps from a handler): deliver no more
   // Concurrent raises share one transaction (see group_commit.h).
   detail::group_commit committer{
       [this](std::span<const event_record> rows) { return store->append(rows); }};
@@ -177,16 +178,19 @@ queue::queue(std::string_view url, options opts) {
   validate(opts);
   opts = with_logger(std::move(opts));
   auto store = detail::open_storage(url, opts);
-  m_impl = std::make_unique<impl>(std::move(store), std::move(opts));
+  m_impl = std::make_shared<impl>(std::move(store), std::move(opts));
 }
 
 queue::queue(std::unique_ptr<storage> backend, options opts) {
   validate(opts);
-  m_impl = std::make_unique<impl>(std::move(backend), with_logger(std::move(opts)));
+  m_impl = std::make_shared<impl>(std::move(backend), with_logger(std::move(opts)));
 }
 
 queue::~queue() {
-  stop();
+  m_impl->closing = true;
+  // From a handler on the poller thread, joining would wait for itself: the thread keeps the
+  // impl alive (it holds a reference, see queue::start) and ends once the handler returns.
+  if (!m_impl->poll_thread.detach_if_own_thread()) stop();
   m_impl->sessions.shut_down_all();  // handler threads joined while the storage still exists
 }
 
@@ -230,13 +234,13 @@ subscription queue::on_missed(missed_handler handler) {
   return subscription(m_impl->disp, id);
 }
 
-void queue::start() { m_impl->poll_thread.start(); }
+void queue::start() { m_impl->poll_thread.start(m_impl); }
 
 void queue::stop() {
   m_impl->poll_thread.stop();
   if (m_impl->sessions.snapshot().empty()) return;
   try {
-    m_impl->reader->idle();  // what sessions finished meanwhile: stored now, not redelivered
+    m_impl->reader->idle_if_free();  // what sessions finished: stored now, not redelivered
   } catch (const std::exception& e) {
     m_impl->opts.logger(log_level::warning,
                         std::string("stop: could not store the cursor (events sessions "
@@ -248,7 +252,9 @@ void queue::stop() {
 bool queue::running() const noexcept { return m_impl->poll_thread.running(); }
 
 std::size_t queue::poll_once() {
-  return m_impl->reader->poll([] { return true; });
+  // A handler may destroy this queue: the copy keeps what the poll uses until it returns.
+  auto keep = m_impl;
+  return keep->reader->poll([&keep] { return !keep->closing; });
 }
 
 std::size_t queue::cleanup(std::chrono::seconds keep) {

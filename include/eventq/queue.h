@@ -106,8 +106,11 @@ class queue {
   /// Same, over a storage backend of your own.
   queue(std::unique_ptr<storage> backend, options opts);
 
-  /// Stops the poller (waiting for a running handler to return), releases the instance's lease
-  /// (the name is free at once) and closes the database.
+  /// Stops the poller (waiting for a running handler to return, not for the rest of its
+  /// page), releases the instance's lease (the name is free at once) and closes the database.
+  /// May be called from one of this queue's own handlers: it then returns at once, and the
+  /// poller thread (or poll_once()) delivers nothing more, releases the lease and closes the
+  /// database once that handler returns.
   ~queue();
 
   queue(const queue&) = delete;
@@ -171,7 +174,11 @@ class queue {
   /// exists are not kept for it. No-op if already running.
   void start();
 
-  /// Stops the poller and waits for it; a handler running now finishes first. Idempotent.
+  /// Stops the poller and waits for it: a handler running now finishes first; the rest of its
+  /// page is not delivered now (the cursor stays before that page, so those rows come again
+  /// after start(), at least once). Returns within the running handler's call. Idempotent.
+  /// From a handler on the poller thread it does not wait: the poller stops once the handler
+  /// returns.
   void stop();
 
   /// True between start() and stop().
@@ -179,7 +186,9 @@ class queue {
 
   /// Reads and dispatches everything pending now, page by page, storing the cursor after each
   /// page. Returns the number of rows delivered to at least one handler. For applications that
-  /// drive their own loop, and for tests. Serialised with the background poller.
+  /// drive their own loop, and for tests. Serialised with the background poller. Throws
+  /// eventq::error: invalid_argument when called from a handler of this queue (it would wait
+  /// for the poll running that handler), or what the database reports.
   std::size_t poll_once();
 
   /// Deletes rows older than `keep` in batches of options::cleanup_batch_size, each in its own
@@ -196,7 +205,8 @@ class queue {
   /// options::verify off), a payload over options::max_payload_bytes, or names and payloads that
   /// eventq never writes. Reads the whole table page by page; delivers nothing and leaves this
   /// instance's cursor alone. Serialised with the poller. What `eventq verify` prints: exit
-  /// status 0 when the list is empty, 1 otherwise. Throws eventq::error on database failure.
+  /// status 0 when the list is empty, 1 otherwise. Throws eventq::error on database failure,
+  /// and invalid_argument when called from a handler of this queue.
   std::vector<rejected_row> find_rejected_rows(std::size_t max_rows = 1000);
 
   /// This queue object's counters.
@@ -225,7 +235,7 @@ class queue {
 
  private:
   struct impl;
-  std::unique_ptr<impl> m_impl;
+  std::shared_ptr<impl> m_impl;  // shared with the poller thread and a running poll_once()
 };
 
 }  // namespace eventq

@@ -12,7 +12,8 @@ class dispatcher;
 
 /// Keeps one handler registered with a queue; destroying or reset()ting it unregisters the
 /// handler. Move-only. When unregistering from a thread other than the poller, reset() waits
-/// for a call of that handler already running to return, so whatever the handler captured may be
+/// for a call of that handler already running to return (that call only, not the rest of the
+/// page), so whatever the handler captured may be
 /// destroyed right after; from inside a handler it does not wait. Outliving the queue is safe.
 /// Thread-safety: one handle must not be used by two threads at once; distinct handles may.
 class [[nodiscard]] subscription {
