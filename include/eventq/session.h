@@ -39,7 +39,7 @@ struct session_config {
 
   /// Handler threads of this session. Different listeners' batches run at once on them; one
   /// listener gets its batches one at a time, in row order. 0: run the listeners on the poller
-  /// thread after each page (today's subscribe(); batch_time is then not waited for).
+  /// thread after each page, as subscribe() handlers run (the poller wakes for batch_time).
   unsigned threads{1};
 
   /// A listener gets a batch when this many of its events are pending... (1: no batching).
