@@ -10,6 +10,17 @@ namespace eventq::detail {
 
 namespace {
 
+// The reader whose poll cycle (or idle()) this thread runs now: a listener of a session without
+// threads runs inside it, and must not start another (it would wait for itself).
+thread_local const delivery* t_polling = nullptr;
+struct polling_mark {
+  const delivery* prev;
+  explicit polling_mark(const delivery* d) : prev(std::exchange(t_polling, d)) {}
+  ~polling_mark() { t_polling = prev; }
+  polling_mark(const polling_mark&) = delete;
+  polling_mark& operator=(const polling_mark&) = delete;
+};
+
 // Pages with at least this many rows are checked on two threads (see delivery::deliver()).
 constexpr std::size_t k_parallel_check_rows = 128;
 
@@ -93,6 +104,7 @@ bool delivery::targets_me(const event_record& r) const {
 std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   refuse_reentry("poll_once()");
   std::lock_guard lk(m_poll_mutex);
+  polling_mark mark(this);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
   if (!m_backlog_checked) {
@@ -132,7 +144,7 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
 }
 
 void delivery::refuse_reentry(const char* call) const {
-  if (m_disp.in_dispatch()) {
+  if (m_disp.in_dispatch() || t_polling == this) {
     throw error(errc::invalid_argument,
                 std::string(call) +
                     " called from an event handler of the same queue: it would wait for the "
@@ -286,12 +298,14 @@ void delivery::store_finished() {
 void delivery::idle_if_free() {
   std::unique_lock lk(m_poll_mutex, std::try_to_lock);
   if (!lk.owns_lock()) return;
+  polling_mark mark(this);
   m_consumers.run_due();
   store_finished();
 }
 
 std::optional<std::chrono::steady_clock::time_point> delivery::idle() {
   std::lock_guard lk(m_poll_mutex);
+  polling_mark mark(this);
   auto due = m_consumers.run_due();
   store_finished();
   return due;

@@ -303,9 +303,15 @@ inline void run_session_contract(backend_fixture& f) {
     auto sub = q.subscribe_all([&](const event_record&, const nlohmann::json&) {
       sub_thread = std::this_thread::get_id();
     });
+    std::optional<errc> reentry;
     auto reg = q.default_session().add_listener({}, [&](std::span<const event_record> b) {
       session_thread = std::this_thread::get_id();
       log.listener()(b);
+      try {
+        q.poll_once();  // would wait for the poll that runs this listener
+      } catch (const error& e) {
+        reentry = e.code();
+      }
     });
     CHECK(q.default_session().name() == "default");
     raise_ticks(raiser, 3);
@@ -314,6 +320,7 @@ inline void run_session_contract(backend_fixture& f) {
     CHECK(session_thread == std::this_thread::get_id());
     CHECK(sub_thread == session_thread);
     CHECK(behind(q, "r") == 0);
+    CHECK(reentry == errc::invalid_argument);  // refused, not a deadlock
   }
 }
 
