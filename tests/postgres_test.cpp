@@ -370,7 +370,7 @@ TEST_CASE("ten processes opening a fresh schema at once migrate it exactly once"
         eventq::test::peer_program(), "raise", url, "p" + std::to_string(i), "1"}));
   }
   for (auto& p : peers) CHECK(p->wait(60s) == 0);
-  CHECK(pg::text(schema, "SELECT count(*) FROM EventQueueSchema") == "3");
+  CHECK(pg::text(schema, "SELECT count(*) FROM EventQueueSchema") == "4");
   CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "10");
   // One database secret, and every row signed with it: a new instance accepts them all.
   CHECK(pg::text(schema, "SELECT count(*) FROM Properties WHERE Key = 'EQSecret'") == "1");
@@ -658,7 +658,7 @@ TEST_CASE("open errors: bad schema name, newer schema, unreachable server") {
   } catch (const eventq::error& e) {
     CHECK(e.code() == eventq::errc::schema_too_new);
     CHECK(std::string(e.what()).find("99") != std::string::npos);
-    CHECK(std::string(e.what()).find("up to 3") != std::string::npos);
+    CHECK(std::string(e.what()).find("up to 8") != std::string::npos);
   }
   try {
     eventq::queue q("postgresql://eventq:s3cret@127.0.0.1:1/none?schema=x", test_options("a"));

@@ -43,7 +43,7 @@ TEST_CASE("the migrations produce exactly the schema documented in schema/sqlite
   REQUIRE(!ss.str().empty());
   sqlite_exec(dir.file("documented.db"), ss.str());
   CHECK(describe(dir.file("migrated.db")) == describe(dir.file("documented.db")));
-  CHECK(sqlite_int(dir.file("migrated.db"), "SELECT max(Version) FROM EventQueueSchema") == 3);
+  CHECK(sqlite_int(dir.file("migrated.db"), "SELECT max(Version) FROM EventQueueSchema") == 8);
 }
 
 TEST_CASE("the file is in WAL mode and Stamp is the Id") {
@@ -68,7 +68,7 @@ TEST_CASE("a database migrated by a newer eventq is refused, untouched") {
     CHECK(e.code() == errc::schema_too_new);
     std::string msg = e.what();
     CHECK(msg.find("999") != std::string::npos);
-    CHECK(msg.find("up to 3") != std::string::npos);
+    CHECK(msg.find("up to 8") != std::string::npos);
   }
   CHECK(sqlite_int(db, "SELECT count(*) FROM Properties WHERE Key = 'EQStamp_b'") == 0);
 }
@@ -82,7 +82,7 @@ TEST_CASE("many instances opening a fresh file at once migrate it exactly once")
     auto url = "sqlite:" + dir.file("e.db");
     auto failures = open_and_raise_at_once(url, 10);
     REQUIRE_MESSAGE(failures.empty(), failures);
-    CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueueSchema") == 3);
+    CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueueSchema") == 4);
     CHECK(sqlite_int(dir.file("e.db"),
                      "SELECT count(*) FROM Properties WHERE Key LIKE "
                      "'EQStamp%'") == 10);

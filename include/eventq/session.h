@@ -178,8 +178,11 @@ class session {
   ~session();
 
   /// Adds a listener that gets batches of the events matching `filter`, from the next page the
-  /// poller reads. Throws eventq::error(invalid_argument) for an empty listener, an empty type
-  /// name or a malformed prefix, and errc::closed when the session is closed.
+  /// poller reads. A listener may remove registrations and raise events; it must not call its
+  /// queue's poll_once() (refused with invalid_argument on the poller thread; on a handler
+  /// thread it could wait for the poller that waits for this session's buffer). Throws
+  /// eventq::error(invalid_argument) for an empty listener, an empty type name or a malformed
+  /// prefix, and errc::closed when the session is closed.
   registration add_listener(event_filter filter, batch_listener listener);
 
   /// Adds a typed listener: events of T's type whose payload contains `match`, decoded with
