@@ -325,36 +325,37 @@ void session_engine::run_one(std::unique_lock<std::mutex>& lk, const listener_pt
   lk.lock();
 }
 
-std::vector<failure_record> session_engine::call(const listener& l,
-                                                 const std::vector<item>& batch) {
-  // Coalescing: of equal (type, payload) events, the latest is kept, in row order.
+// Coalescing: of equal (type, payload) events, the latest is kept, in row order.
+std::vector<const delivered_event*> session_engine::pick(const std::vector<item>& batch) {
   std::vector<const delivered_event*> picks;
   picks.reserve(batch.size());
-  if (m_cfg.coalesce && batch.size() > 1) {
-    std::unordered_set<std::string> seen;
-    for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
-      const auto& r = it->event->row;
-      if (seen.insert(r.type + '\0' + it->event->data.dump()).second) {
-        picks.push_back(it->event.get());
-      } else {
-        ++m_coalesced;
-      }
-    }
-    std::reverse(picks.begin(), picks.end());
-  } else {
+  if (!m_cfg.coalesce || batch.size() < 2) {
     for (const auto& it : batch) picks.push_back(it.event.get());
+    return picks;
   }
+  std::unordered_set<std::string> seen;
+  for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
+    const auto& r = it->event->row;
+    if (seen.insert(r.type + '\0' + it->event->data.dump()).second) {
+      picks.push_back(it->event.get());
+    } else {
+      ++m_coalesced;
+    }
+  }
+  std::reverse(picks.begin(), picks.end());
+  return picks;
+}
+
+std::vector<failure_record> session_engine::call(const listener& l,
+                                                 const std::vector<item>& batch) {
   std::vector<event_record> rows;
   std::vector<nlohmann::json> payloads;
-  rows.reserve(picks.size());
-  payloads.reserve(picks.size());
-  for (const auto* e : picks) {
+  for (const auto* e : pick(batch)) {
     rows.push_back(e->row);
     payloads.push_back(e->data);
   }
   std::vector<std::pair<std::size_t, std::string>> undecodable;
   batch_input in{rows, payloads, &undecodable};
-
   std::string err;
   int attempts = 0;
   auto backoff = m_cfg.retry_backoff;
@@ -378,7 +379,15 @@ std::vector<failure_record> session_engine::call(const listener& l,
     ++m_retries;
     backoff = std::min(backoff * 2, m_cfg.max_retry_backoff);
   }
+  return outcome(rows, undecodable, err, attempts);
+}
 
+// Counts a batch's outcome and returns what to record in EventQueueFailures: the events a
+// typed listener could not decode, and, if the listener gave up (`err`), all the others.
+std::vector<failure_record> session_engine::outcome(
+    const std::vector<event_record>& rows,
+    const std::vector<std::pair<std::size_t, std::string>>& undecodable, const std::string& err,
+    int attempts) {
   std::vector<failure_record> out;
   auto record = [&](std::size_t i, const std::string& why, int tries) {
     failure_record f;
@@ -396,17 +405,16 @@ std::vector<failure_record> session_engine::call(const listener& l,
     bad[i] = 1;
     record(i, "cannot decode: " + why, 1);
   }
-  if (!undecodable.empty()) {
+  if (!out.empty()) {
     m_undecodable += out.size();
     log(log_level::error, std::to_string(out.size()) +
                               " event(s) could not be decoded for a typed listener and were "
                               "recorded as failed; the first, " +
                               std::to_string(out.front().event_id) + ": " + out.front().error);
   }
-  const std::size_t decoded = rows.size() - out.size();
   if (err.empty()) {
     ++m_batches;
-    m_delivered += decoded;
+    m_delivered += rows.size() - out.size();
   } else {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       if (!bad[i]) record(i, err, attempts);

@@ -85,6 +85,11 @@ class session_engine final : public page_consumer,
   void run_one(std::unique_lock<std::mutex>& lk, const listener_ptr& l);
   // Runs the listener with retries; returns the failure records to store (lock not held).
   std::vector<failure_record> call(const listener& l, const std::vector<item>& batch);
+  std::vector<const delivered_event*> pick(const std::vector<item>& batch);
+  std::vector<failure_record> outcome(
+      const std::vector<event_record>& rows,
+      const std::vector<std::pair<std::size_t, std::string>>& undecodable, const std::string& err,
+      int attempts);
   // REQUIRES: m_mutex held. Decides whether a lag episode starts; fills `out` if so.
   bool check_lag(std::optional<lag_info>& out);
   void report_lag(const std::optional<lag_info>& info);
