@@ -106,17 +106,20 @@ int run(const std::string& db) {
     editor.raise(b);
     std::this_thread::sleep_for(100ms);
   }
-  cache.drain(10s);
+  bool ok = cache.drain(10s);
   say("cache", "dropped " + std::to_string(dropped.size()) +
                    " distinct pages; slowest raise-to-drop " + std::to_string(worst_ms.load()) +
                    " ms, while the index was still busy");
-  index.drain(30s);
+  ok = index.drain(30s) && ok;
   auto s = index.stats();
   say("index", std::to_string(indexed.load()) + " page updates in " + std::to_string(s.batches) +
                    " calls; " + std::to_string(s.coalesced) + " repeats coalesced away");
   web.stop();
   say("web", "cursor stored: " + web.cursor() + " (every event finished by both sessions)");
-  return 0;
+  std::lock_guard lk(m);
+  ok = ok && dropped.size() == 50 && indexed > 0;
+  if (!ok) say("web", "FAILED: a session did not get every page it was meant to");
+  return ok ? 0 : 1;
 }
 
 }  // namespace demo
