@@ -156,6 +156,13 @@ nlohmann::json eventq_memory(const settings& s, const std::string& url, const st
 /// Cleanup of everything older than 1 day while a thread raises: seconds and longest stall.
 nlohmann::json eventq_cleanup(const std::string& url);
 
+/// Event sessions (issue 13): a drain of `rows` events (filled by `fill_rows` after the
+/// instance registered) through a session of 4 threads, 4 listeners and batches of 100 beside a
+/// default-session listener; and in-process raise→listener latency with batch_time 0 and 50 ms.
+std::vector<result> session_lines(const std::string& url, std::int64_t rows,
+                                  const std::function<void(std::int64_t)>& fill_rows,
+                                  int latency_events);
+
 /// Child-process entry points (argv after the mode name).
 int child_latency_receiver(const std::vector<std::string>& args);
 int child_idle(const std::vector<std::string>& args);

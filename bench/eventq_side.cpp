@@ -3,9 +3,11 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <sstream>
 #include <thread>
 
@@ -271,6 +273,108 @@ nlohmann::json eventq_cleanup(const std::string& url) {
   j["p99_raise_ms"] = percentile(ms, 99);
   j["p50_raise_ms"] = percentile(ms, 50);
   return j;
+}
+
+// ---- event sessions ----------------------------------------------------------------------------
+
+namespace {
+
+double session_drain(const std::string& url, std::int64_t rows,
+                     const std::function<void(std::int64_t)>& fill_rows, nlohmann::json& extra) {
+  { eventq::queue reg(url, filled_options("session-drain")); }
+  fill_rows(rows);
+  eventq::queue q(url, filled_options("session-drain"));
+  std::atomic<std::int64_t> in_default{0};
+  auto d = q.default_session().add_listener<item_changed>(
+      [&](std::span<const item_changed> b) { in_default += static_cast<std::int64_t>(b.size()); });
+  eventq::session_config cfg;
+  cfg.threads = 4;
+  cfg.batch_size = 100;
+  auto s = q.create_session(cfg);
+  std::atomic<std::int64_t> in_session{0};
+  std::vector<eventq::registration> regs;
+  for (int i = 0; i < 4; ++i) {  // four consumers (cache, index, audit, ...): one thread each
+    regs.push_back(s.add_listener<item_changed>([&](std::span<const item_changed> b) {
+      in_session += static_cast<std::int64_t>(b.size());
+    }));
+  }
+  auto t0 = clock_type::now();
+  q.poll_once();
+  s.drain(std::chrono::minutes(10));
+  double secs = seconds_since(t0);
+  if (in_default != rows || in_session != 4 * rows) {
+    std::cerr << "bench: session drain got " << in_default << " (default) and " << in_session
+              << " (session) events, expected " << rows << " and " << 4 * rows << '\n';
+  }
+  extra = {{"events", rows}, {"batches", s.stats().batches}, {"seconds", secs}};
+  return static_cast<double>(rows) / secs;
+}
+
+nlohmann::json session_latency(const std::string& url, std::chrono::milliseconds batch_time,
+                               int events) {
+  eventq::queue q(url, bench_options("session-latency-recv"));
+  eventq::queue sender(url, bench_options("session-latency-send"));
+  eventq::session_config cfg;
+  cfg.batch_size = 100;
+  cfg.batch_time = batch_time;
+  auto s = q.create_session(cfg);
+  std::vector<std::int64_t> sent(static_cast<std::size_t>(events), 0);
+  std::mutex m;
+  std::vector<double> ms;
+  auto reg = s.add_listener<item_changed>([&](std::span<const item_changed> b) {
+    auto now = now_ns();
+    std::lock_guard lk(m);
+    for (const auto& e : b) {
+      if (e.seq >= 0 && e.seq < events) {
+        ms.push_back(static_cast<double>(now - sent[static_cast<std::size_t>(e.seq)]) / 1e6);
+      }
+    }
+  });
+  q.start();
+  auto next = clock_type::now();
+  for (int i = 0; i < events; ++i) {
+    std::this_thread::sleep_until(next);
+    next += 5ms;  // 200 events/s, steady
+    {
+      std::lock_guard lk(m);
+      sent[static_cast<std::size_t>(i)] = now_ns();
+    }
+    sender.raise(make_event(i), eventq::raise_mode::globally);
+  }
+  auto deadline = clock_type::now() + 30s;
+  for (;;) {
+    {
+      std::lock_guard lk(m);
+      if (static_cast<int>(ms.size()) >= events || clock_type::now() > deadline) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  q.stop();
+  std::lock_guard lk(m);
+  nlohmann::json j{{"events", ms.size()}, {"expected", events}};
+  j["p50_ms"] = percentile(ms, 50);
+  j["p99_ms"] = percentile(ms, 99);
+  j["max_ms"] = ms.empty() ? 0 : *std::max_element(ms.begin(), ms.end());
+  return j;
+}
+
+}  // namespace
+
+std::vector<result> session_lines(const std::string& url, std::int64_t rows,
+                                  const std::function<void(std::int64_t)>& fill_rows,
+                                  int latency_events) {
+  std::vector<result> out;
+  nlohmann::json extra;
+  double rate = session_drain(url, rows, fill_rows, extra);
+  out.push_back({"", "drain 200k: session 4 threads, batches of 100 + default", "events/s", rate,
+                 std::nullopt, "", true, "(none)", std::nullopt, extra});
+  for (auto bt : {0ms, 50ms}) {
+    auto j = session_latency(url, bt, latency_events);
+    out.push_back(
+        {"", "latency raise->session listener, batch_time " + std::to_string(bt.count()) + " ms",
+         "ms p50", j["p50_ms"], std::nullopt, "", false, "(none)", std::nullopt, j});
+  }
+  return out;
 }
 
 }  // namespace bench

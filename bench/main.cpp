@@ -4,6 +4,7 @@
 //   eventq_bench latency URL on|off N     (one latency measurement alone, for profiling)
 //   eventq_bench raise URL THREADS shared|own   (3 s of raises alone, for profiling)
 //   eventq_bench batch URL N                     (3 s of N-event batch raises alone)
+//   eventq_bench sessions URL ROWS               (the event-session lines alone)
 //
 // --scale shrinks durations and event counts (0.05 for a quick correctness run). The program
 // also runs as its own child process for the cross-process measurements (latency, idle, memory).
@@ -108,6 +109,24 @@ int main(int argc, char** argv) {
       if (args[0] == "cleanup" && rest.size() == 2) {  // PostgreSQL cleanup line: URL rows
         std::cout << bench::postgres_cleanup_line(rest[0], std::stoll(rest[1]), true).dump()
                   << std::endl;
+        return 0;
+      }
+      if (args[0] == "sessions" && rest.size() == 2) {  // session lines alone: URL rows
+        auto fill = [&](std::int64_t n) {  // raised in batches (the full run fills with SQL)
+          eventq::queue q(rest[0], bench::bench_options("session-filler"));
+          for (std::int64_t i = 0; i < n;) {
+            eventq::batch b;
+            for (int k = 0; k < 1000 && i < n; ++k, ++i) {
+              b.add(bench::make_event(i), eventq::raise_mode::globally);
+            }
+            q.raise(b);
+          }
+        };
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& r : bench::session_lines(rest[0], std::stoll(rest[1]), fill, 200)) {
+          out.push_back(bench::to_json(r));
+        }
+        std::cout << out.dump(2) << std::endl;
         return 0;
       }
       if (args[0] == "batch" && rest.size() == 2) {  // batch raise rate alone: URL N

@@ -237,6 +237,11 @@ std::vector<result> run_postgres(const settings& s) {
   }
 
   int latency_events = std::max(100, static_cast<int>(2000 * s.scale));
+  for (auto& r : session_lines(
+           url, static_cast<std::int64_t>(200000 * s.scale),
+           [&](std::int64_t n) { fill_eventq(url, n, 0); }, latency_events)) {
+    add(std::move(r));
+  }
   for (bool wake : {true, false}) {
     auto j = eventq_latency(s, url, wake, latency_events);
     result r{"",

@@ -251,6 +251,10 @@ std::vector<result> run_sqlite(const settings& s) {
   }
 
   int latency_events = std::max(100, static_cast<int>(2000 * s.scale));
+  for (auto& r : session_lines(
+           url, drain_n, [&](std::int64_t n) { fill(path, n, 0); }, latency_events)) {
+    add(std::move(r));
+  }
   for (bool wake : {true, false}) {
     auto j = eventq_latency(s, url, wake, latency_events);
     result r{"",

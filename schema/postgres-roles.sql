@@ -69,6 +69,11 @@ GRANT INSERT, UPDATE ON EventQueueTasks TO eventq_app, eventq_cleanup;
 GRANT SELECT ON EventQueueControl TO eventq_app, eventq_operator, eventq_cleanup;
 GRANT INSERT ON EventQueueControl TO eventq_operator, eventq_cleanup;
 GRANT UPDATE ON EventQueueControl TO eventq_app, eventq_cleanup;
+-- Events a session gave up on: instances record them, every role reads them.
+GRANT SELECT ON EventQueueFailures TO eventq_app, eventq_operator, eventq_cleanup;
+GRANT INSERT ON EventQueueFailures TO eventq_app, eventq_cleanup;
+SELECT format('GRANT USAGE ON SEQUENCE %s TO eventq_app, eventq_cleanup',
+              pg_get_serial_sequence(:'schema' || '.eventqueuefailures', 'id')) \gexec
 -- The operator views.
 GRANT SELECT ON EventQueueLag, EventQueueStats TO eventq_app, eventq_operator, eventq_cleanup;
 

@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 5: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 6: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -10,7 +10,7 @@
 -- with search_path set to the target schema, then record the version:
 --   INSERT INTO EventQueueSchema (Version, Description)
 --     VALUES (1, '0001_initial'), (2, '0002_operations'), (3, '0003_signatures'),
---            (4, '0004_hostile_rows');
+--            (4, '0004_hostile_rows'), (5, '0005_control'), (6, '0006_failures');
 -- Roles with least privilege for applications, operators and cleanup: schema/postgres-roles.sql.
 
 -- Which migrations were applied, and when. The schema version is max(Version).
@@ -206,6 +206,26 @@ CREATE TABLE EventQueueTasks (
   LastResult text
 );
 
+-- Events a session gave up on (since version 6): a listener threw on every attempt
+-- (session_config::retries), or a typed listener could not decode the event. One row per event
+-- and listener; the queue moved on past it. `eventq failures` lists them.
+CREATE TABLE EventQueueFailures (
+  Id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  -- The instance whose listener failed, and its session (session_config::name).
+  InstanceName text        NOT NULL,
+  SessionName  text        NOT NULL,
+  -- The event: EventQueue.Id (the row may since have been cleaned up) and EventType.
+  EventId      bigint      NOT NULL,
+  EventType    text        NOT NULL,
+  -- The last error the listener threw ("cannot decode: ..." for an undecodable event).
+  Error        text        NOT NULL,
+  -- Calls made: 1 + session_config::retries, or 1 for an undecodable event.
+  Attempts     integer     NOT NULL CHECK (Attempts >= 1),
+  -- When it was given up on, by the server's clock.
+  FailedAt     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX EventQueueFailures_FailedAt ON EventQueueFailures (FailedAt);
+
 -- The snapshot an instance's cursor has fully processed: the cursor itself, or its first part
 -- while it pages through a backlog ('prev|target|stamp:id'; rows of the page in progress then
 -- still count as behind). NULL for a cursor that is not a snapshot (edited by hand).
@@ -271,6 +291,9 @@ FROM EventQueue GROUP BY EventType;
 --     SELECT Id, EventType, InstanceName, Created FROM EventQueue WHERE Signature IS NULL;
 --   Rows per type:
 --     SELECT * FROM EventQueueStats ORDER BY Rows DESC;
+--   Events listeners gave up on, newest first:
+--     SELECT FailedAt, InstanceName, SessionName, EventId, EventType, Attempts, Error
+--     FROM EventQueueFailures ORDER BY Id DESC LIMIT 20;
 --   The last cleanup:
 --     SELECT LastRun, LastResult, Holder FROM EventQueueTasks WHERE Name = 'cleanup';
 --   Transactions still running that raised events (their rows appear when they commit):

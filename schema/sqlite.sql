@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 5: the whole current schema, for operators.
+-- eventq schema for SQLite, version 6: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -132,6 +132,26 @@ CREATE TABLE EventQueueTasks (
   LastResult TEXT
 );
 
+-- Events a session gave up on (since version 6): a listener threw on every attempt
+-- (session_config::retries), or a typed listener could not decode the event. One row per event
+-- and listener; the queue moved on past it. `eventq failures` lists them.
+CREATE TABLE EventQueueFailures (
+  Id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- The instance whose listener failed, and its session (session_config::name).
+  InstanceName TEXT    NOT NULL,
+  SessionName  TEXT    NOT NULL,
+  -- The event: EventQueue.Id (the row may since have been cleaned up) and EventType.
+  EventId      INTEGER NOT NULL,
+  EventType    TEXT    NOT NULL,
+  -- The last error the listener threw ("cannot decode: ..." for an undecodable event).
+  Error        TEXT    NOT NULL,
+  -- Calls made: 1 + session_config::retries, or 1 for an undecodable event.
+  Attempts     INTEGER NOT NULL CHECK (Attempts >= 1),
+  -- When it was given up on, UTC, 'YYYY-MM-DD HH:MM:SS.SSS'.
+  FailedAt     TEXT    NOT NULL
+);
+CREATE INDEX EventQueueFailures_FailedAt ON EventQueueFailures (FailedAt);
+
 -- Each instance, its cursor and how far behind it is (one row per registered instance).
 --   Instance            the instance name
 --   Cursor              its stored cursor: the Id of the last event it processed
@@ -177,5 +197,8 @@ FROM EventQueue GROUP BY EventType;
 --     SELECT Id, EventType, InstanceName, Created FROM EventQueue WHERE Signature IS NULL;
 --   Rows per type:
 --     SELECT * FROM EventQueueStats ORDER BY Rows DESC;
+--   Events listeners gave up on, newest first:
+--     SELECT FailedAt, InstanceName, SessionName, EventId, EventType, Attempts, Error
+--     FROM EventQueueFailures ORDER BY Id DESC LIMIT 20;
 --   The last cleanup:
 --     SELECT LastRun, LastResult, Holder FROM EventQueueTasks WHERE Name = 'cleanup';

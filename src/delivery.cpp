@@ -6,10 +6,22 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 namespace eventq::detail {
 
 namespace {
+
+// The reader whose poll cycle (or idle()) this thread runs now: a listener of a session without
+// threads runs inside it, and must not start another (it would wait for itself).
+thread_local const delivery* t_polling = nullptr;
+struct polling_mark {
+  const delivery* prev;
+  explicit polling_mark(const delivery* d) : prev(std::exchange(t_polling, d)) {}
+  ~polling_mark() { t_polling = prev; }
+  polling_mark(const polling_mark&) = delete;
+  polling_mark& operator=(const polling_mark&) = delete;
+};
 
 // Pages with at least this many rows are checked on two threads (see delivery::deliver()).
 constexpr std::size_t k_parallel_check_rows = 128;
@@ -56,13 +68,14 @@ std::vector<rejected_row> scan_rejected(storage& store, const keyring& keys, con
 }
 
 delivery::delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-                   queue_counters& counters, control_inbox& inbox)
+                   queue_counters& counters, control_inbox& inbox, consumer_set& consumers)
     : m_store(store),
       m_opts(opts),
       m_keys(keys),
       m_disp(disp),
       m_counters(counters),
-      m_inbox(inbox) {
+      m_inbox(inbox),
+      m_consumers(consumers) {
   auto stored = m_store.load_cursor(m_opts.instance_name);
   if (stored) {
     m_cursor = *stored;
@@ -71,7 +84,7 @@ delivery::delivery(storage& store, const options& opts, const keyring& keys, dis
         m_opts.start == start_position::now ? m_store.head_cursor() : m_store.oldest_cursor();
     m_store.store_cursor(m_opts.instance_name, m_cursor);
   }
-  m_cursor_copy = m_cursor;
+  m_stored = m_cursor_copy = m_cursor;
 }
 
 std::string delivery::cursor() const {
@@ -95,8 +108,13 @@ bool delivery::targets_me(const event_record& r) const {
 std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   refuse_reentry("poll_once()");
   std::lock_guard lk(m_poll_mutex);
+  polling_mark mark(this);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
+  if (!m_backlog_checked) {
+    if (m_opts.max_backlog > 0) check_backlog();
+    m_backlog_checked = true;
+  }
   for (const auto& r : m_inbox.take()) carry_out(r);
   std::size_t count = 0;
   m_refused = {};
@@ -119,6 +137,7 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
   read_result page;
   do {
     page = m_store.read(m_cursor, m_opts.page_size);
+    const std::uint64_t base = m_consumers.reserve(page.events.size());
     bool whole_page = true;
     {
       dispatcher::scope scope(m_disp);
@@ -127,21 +146,27 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
         log(log_level::warning, "missed events: " + *page.missed);
         m_counters.handler_errors += m_disp.dispatch_missed(missed_info{*page.missed, m_cursor});
       }
-      count += deliver(page.events, keep_going, whole_page);
+      count += deliver(page.events, base, keep_going, whole_page);
     }
-    // A page left half-way (stop() between two rows) keeps the cursor before it: its rows are
-    // delivered again, at least once, by the next poll.
+    // A page left half-way (stop() between two rows, or while a session's buffer was full)
+    // keeps the cursor before it: its rows are delivered again, at least once, by the next poll.
     if (!whole_page) break;
-    if (page.next_cursor != m_cursor) move_cursor(page.next_cursor);
+    m_consumers.run_due();  // listeners of sessions without threads run here
+    if (page.next_cursor != m_cursor) {
+      m_cursor = page.next_cursor;
+      m_consumers.page_read(base + page.events.size(), m_cursor);
+    }
+    store_finished();
   } while (page.more && keep_going());
   return count;
 }
 
+// An operator's jump: the next read starts at `cursor`. It is stored like a page's cursor, once
+// every session has finished what it was handed before (the stored cursor never passes them).
 void delivery::move_cursor(const std::string& cursor) {
-  m_store.store_cursor(m_opts.instance_name, cursor);
   m_cursor = cursor;
-  std::lock_guard c(m_cursor_copy_mutex);
-  m_cursor_copy = m_cursor;
+  m_consumers.page_read(m_consumers.reserve(0), m_cursor);
+  store_finished();
 }
 
 // An operator's request, taken from the registry at a lease renewal: carried out before this
@@ -177,7 +202,7 @@ void delivery::carry_out(const control_request& r) {
 }
 
 void delivery::refuse_reentry(const char* call) const {
-  if (m_disp.in_dispatch()) {
+  if (m_disp.in_dispatch() || t_polling == this) {
     throw error(errc::invalid_argument,
                 std::string(call) +
                     " called from an event handler of the same queue: it would wait for the "
@@ -194,8 +219,13 @@ void delivery::refuse_reentry(const char* call) const {
 // delivers the first; delivery stays on this thread, in order. Only while the process checks
 // few large pages at once: with a page per core already (several instances draining), a
 // helper would only take turns with them.
-std::size_t delivery::deliver(const std::vector<event_record>& rows,
+std::size_t delivery::deliver(const std::vector<event_record>& rows, std::uint64_t base,
                               const std::function<bool()>& keep_going, bool& whole_page) {
+  // With sessions attached, the page's accepted rows are kept (parsed) to be handed to them
+  // after the queue's own subscribers had them; rows only sessions may want wait in `deferred`.
+  const bool sessions = !m_consumers.snapshot().empty();
+  std::vector<delivered_ptr> handed;
+  std::vector<std::size_t> deferred;
   auto policy = check_policy(m_opts.verify);
   std::vector<checked_row> checked(rows.size());
   auto check = [&](std::size_t i) {
@@ -237,14 +267,106 @@ std::size_t delivery::deliver(const std::vector<event_record>& rows,
       count_refusal(row, checked[i]);
       continue;
     }
-    auto out = m_disp.dispatch(row, checked[i].data);
+    const nlohmann::json* data = &checked[i].data;
+    if (sessions) {
+      handed.push_back(std::make_shared<const delivered_event>(
+          delivered_event{base + i + 1, row, std::move(checked[i].data)}));
+      data = &handed.back()->data;
+      if (!m_disp.handles(row.type)) {
+        deferred.push_back(handed.size() - 1);
+        continue;
+      }
+    }
+    auto out = m_disp.dispatch(row, *data);
     checked[i] = {};  // a page of large payloads is not held parsed in full
     if (out.delivered) ++count;
     if (out.unknown_type) ++m_counters.unknown_types;
     if (out.undecodable) ++m_counters.undecodable;
     m_counters.handler_errors += out.handler_errors;
   }
+  if (sessions && whole_page) {
+    count += hand_to_sessions(handed, deferred, base + rows.size(), keep_going, whole_page);
+  }
   return count;
+}
+
+// Offers the page's rows to every session (which may wait for room in its buffer); then the
+// rows that neither a session nor a subscriber wanted are counted as of unknown type. Returns
+// the rows only sessions took. REQUIRES: m_poll_mutex held, inside a dispatcher scope.
+std::size_t delivery::hand_to_sessions(std::vector<delivered_ptr>& handed,
+                                       const std::vector<std::size_t>& deferred,
+                                       std::uint64_t page_end,
+                                       const std::function<bool()>& keep_going, bool& whole_page) {
+  std::vector<char> taken(handed.size(), 0);
+  const std::function<bool()> stopping = [&keep_going] { return !keep_going(); };
+  for (const auto& c : m_consumers.snapshot()) {
+    if (!c->consume(handed, page_end, stopping, taken)) {
+      whole_page = false;
+      return 0;
+    }
+  }
+  std::size_t count = 0;
+  for (std::size_t i : deferred) {
+    if (taken[i]) {
+      ++count;
+      continue;
+    }
+    auto out = m_disp.dispatch(handed[i]->row, handed[i]->data);  // counts and logs it
+    if (out.unknown_type) ++m_counters.unknown_types;
+  }
+  return count;
+}
+
+// options::max_backlog: more rows after the cursor than allowed means a jump to the head and
+// one Missed. REQUIRES: m_poll_mutex held.
+void delivery::check_backlog() {
+  std::optional<std::int64_t> behind;
+  for (const auto& i : m_store.instances()) {
+    if (i.name == m_opts.instance_name) behind = i.behind;
+  }
+  if (!behind || *behind <= static_cast<std::int64_t>(m_opts.max_backlog)) return;
+  auto head = m_store.head_cursor();
+  std::string reason = std::to_string(*behind) +
+                       " events were pending after this instance's cursor, more than "
+                       "options::max_backlog (" +
+                       std::to_string(m_opts.max_backlog) +
+                       "): skipped them and continued from the newest event";
+  m_store.store_cursor(m_opts.instance_name, head);
+  auto old = std::exchange(m_cursor, head);
+  m_stored = head;
+  {
+    std::lock_guard c(m_cursor_copy_mutex);
+    m_cursor_copy = head;
+  }
+  ++m_counters.missed;
+  log(log_level::warning, "missed events: " + reason);
+  dispatcher::scope scope(m_disp);
+  m_counters.handler_errors += m_disp.dispatch_missed(missed_info{reason, old});
+}
+
+void delivery::store_finished() {
+  auto c = m_consumers.storable();
+  if (!c || *c == m_stored) return;
+  m_store.store_cursor(m_opts.instance_name, *c);
+  m_stored = std::move(*c);
+  std::lock_guard lk(m_cursor_copy_mutex);
+  m_cursor_copy = m_stored;
+}
+
+void delivery::idle_if_free() {
+  std::unique_lock lk(m_poll_mutex, std::try_to_lock);
+  if (!lk.owns_lock()) return;
+  polling_mark mark(this);
+  m_consumers.run_due();
+  store_finished();
+}
+
+std::optional<std::chrono::steady_clock::time_point> delivery::idle() {
+  std::lock_guard lk(m_poll_mutex);
+  polling_mark mark(this);
+  auto due = m_consumers.run_due();
+  store_finished();
+  return due;
 }
 
 row_check_policy delivery::check_policy(verify_mode verify) const {

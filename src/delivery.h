@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "consumer_set.h"
 #include "counters.h"
 #include "dispatcher.h"
 #include "eventq/queue.h"
@@ -51,7 +52,7 @@ class delivery {
   /// Loads the instance's stored cursor, or stores the start position (options::start) for a
   /// new instance. REQUIRES: the arguments outlive this object. Throws what the storage throws.
   delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-           queue_counters& counters, control_inbox& inbox);
+           queue_counters& counters, control_inbox& inbox, consumer_set& consumers);
 
   /// One poll cycle: pages until drained (or until `keep_going` says stop; it is asked between
   /// rows too, and a page left half-way is read again by the next cycle). Returns rows
@@ -66,11 +67,23 @@ class delivery {
   /// The cursor as last stored, without waiting for a poll cycle.
   std::string cursor() const;
 
+  /// Between poll cycles: runs sessions' due work on this thread and stores the cursor as far
+  /// as every session has finished. Returns when work is next due. Serialised with poll().
+  std::optional<std::chrono::steady_clock::time_point> idle();
+  /// idle(), unless a poll cycle runs now (it stores the cursor itself): for stop(), which a
+  /// listener may call from inside a poll cycle.
+  void idle_if_free();
+
  private:
   bool targets_me(const event_record& r) const;
   std::size_t poll_pages(const std::function<bool()>& keep_going);  // REQUIRES: m_poll_mutex
-  std::size_t deliver(const std::vector<event_record>& rows,
+  std::size_t deliver(const std::vector<event_record>& rows, std::uint64_t base,
                       const std::function<bool()>& keep_going, bool& whole_page);
+  std::size_t hand_to_sessions(std::vector<delivered_ptr>& handed,
+                               const std::vector<std::size_t>& deferred, std::uint64_t page_end,
+                               const std::function<bool()>& keep_going, bool& whole_page);
+  void store_finished();
+  void check_backlog();
   void refuse_reentry(const char* call) const;
   void carry_out(const control_request& r);  // REQUIRES: m_poll_mutex held
   void move_cursor(const std::string& cursor);
@@ -86,11 +99,14 @@ class delivery {
   dispatcher& m_disp;
   queue_counters& m_counters;
   control_inbox& m_inbox;
+  consumer_set& m_consumers;
 
-  std::mutex m_poll_mutex;  // one poll cycle at a time; guards m_cursor
-  std::string m_cursor;
+  std::mutex m_poll_mutex;  // one poll cycle at a time; guards m_cursor and m_stored
+  std::string m_cursor;     // where the next read starts
+  std::string m_stored;     // as last stored: behind m_cursor while sessions have work
   mutable std::mutex m_cursor_copy_mutex;
   std::string m_cursor_copy;                 // readable without waiting for a poll cycle
+  bool m_backlog_checked = false;            // options::max_backlog is looked at by the first poll
   std::atomic<bool> m_helper_warned{false};  // a page's helper thread could not be started
   // Rows refused in the current poll cycle (guarded by m_poll_mutex), for its summary line.
   struct refusals {

@@ -76,6 +76,13 @@ bool dispatcher::contains(std::uint64_t id) const noexcept {
                      [&](const auto& kv) { return has(kv.second); });
 }
 
+bool dispatcher::handles(const std::string& type) const {
+  auto t = snapshot();
+  if (!t->all.empty()) return true;
+  auto it = t->by_type.find(type);
+  return it != t->by_type.end() && !it->second.empty();
+}
+
 std::shared_ptr<const dispatcher::table> dispatcher::snapshot() const {
   std::lock_guard lk(m_table_mutex);
   return m_table;

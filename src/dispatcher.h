@@ -28,6 +28,8 @@ class dispatcher : public subscription_owner {
   /// unless called from the dispatching thread.
   void remove(std::uint64_t id) noexcept override;
   bool contains(std::uint64_t id) const noexcept override;
+  /// True when some handler wants events of `type` (a typed one, or one for every type).
+  bool handles(const std::string& type) const;
 
   /// What happened to one row.
   struct outcome {

@@ -1,5 +1,6 @@
 #include "poller.h"
 
+#include <algorithm>
 #include <string>
 
 namespace eventq::detail {
@@ -93,10 +94,19 @@ void poller::run() {
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0 || (m_urgent && m_urgent())) break;
       try {
+        if (m_idle) {
+          if (auto due = m_idle()) {  // wake for it, at most every millisecond
+            left = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(
+                                  *due - std::chrono::steady_clock::now()),
+                              std::chrono::milliseconds(1), left);
+          }
+        }
         if (m_store.wait_for_change(left)) break;
       } catch (const std::exception& e) {
         ++m_counters.poll_errors;
-        log(log_level::error, std::string("waiting for changes failed: ") + e.what());
+        log(log_level::error,
+            std::string("waiting for changes (or storing the cursor sessions finished) failed: ") +
+                e.what());
         sleep_unless_stopped(std::min(left, m_opts.min_retry_backoff));
       }
     }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "counters.h"
@@ -29,6 +30,12 @@ class poller {
   ~poller();
   poller(const poller&) = delete;
   poller& operator=(const poller&) = delete;
+
+  /// Between waits: work that is due on the poller thread (storing the cursor as sessions
+  /// finish, listeners without threads); returns when it is next due. Called on the poller
+  /// thread only; set before start().
+  using idle_function = std::function<std::optional<std::chrono::steady_clock::time_point>()>;
+  void set_idle(idle_function f) { m_idle = std::move(f); }
 
   /// Starts the thread; it holds `owner` (what the cycle uses) until it ends. No-op if running.
   void start(std::shared_ptr<void> owner);
@@ -55,6 +62,7 @@ class poller {
   queue_counters& m_counters;
   cycle_function m_cycle;
   std::function<bool()> m_urgent;
+  idle_function m_idle;
 
   std::mutex m_lifecycle_mutex;  // start()/stop()
   std::thread m_thread;

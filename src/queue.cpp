@@ -2,8 +2,10 @@
 
 #include <functional>
 #include <memory>
+#include <system_error>
 
 #include "backends.h"
+#include "consumer_set.h"
 #include "counters.h"
 #include "delivery.h"
 #include "dispatcher.h"
@@ -11,6 +13,7 @@
 #include "maintenance.h"
 #include "poller.h"
 #include "row_check.h"
+#include "session_engine.h"
 #include "validation.h"
 
 namespace eventq {
@@ -103,6 +106,7 @@ struct queue::impl {
   // delivery goes, and the lease is released last.
   detail::control_inbox inbox;  // outlives maint and reader, which share it
   std::unique_ptr<detail::maintenance> maint;
+  detail::consumer_set sessions;  // shut down by ~queue() before the rest goes
   std::unique_ptr<detail::delivery> reader;
   detail::poller poll_thread{
       *store, opts, counters,
@@ -117,8 +121,54 @@ struct queue::impl {
     maint = std::make_unique<detail::maintenance>(*store, opts, counters, inbox,
                                                   [this] { store->interrupt(); });
     poll_thread.set_urgent([this] { return inbox.pending(); });
-    reader = std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox);
+    reader = std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox,
+                                                sessions);
+    poll_thread.set_idle([this] { return reader->idle(); });
     maint->start();
+  }
+
+  std::mutex session_mutex;  // guards the two below
+  unsigned sessions_made = 0;
+  std::unique_ptr<eventq::session> default_one;
+
+  eventq::session make_session(session_config cfg) {
+    detail::validate_session_config(cfg);
+    if (cfg.name.empty()) {
+      std::lock_guard lk(session_mutex);
+      cfg.name = "session-" + std::to_string(++sessions_made);
+    }
+    return make_named_session(std::move(cfg));
+  }
+
+  // REQUIRES: cfg validated and named.
+  eventq::session make_named_session(session_config cfg) {
+    auto engine = std::make_shared<detail::session_engine>(
+        std::move(cfg), opts.logger,
+        [this](std::vector<failure_record> failed) { record_failures(std::move(failed)); });
+    // A batch finished: wake the poller so that it stores the cursor (see delivery::idle()).
+    engine->set_progress_callback([this] { store->interrupt(); });
+    sessions.attach(engine);
+    try {
+      engine->start_threads();
+    } catch (const std::system_error& e) {
+      engine->shut_down();
+      throw error(errc::invalid_argument, "session_config::threads: cannot start " +
+                                              std::to_string(engine->threads()) +
+                                              " handler thread(s): " + e.what());
+    }
+    return eventq::session(std::move(engine));
+  }
+
+  void record_failures(std::vector<failure_record> failed) noexcept {
+    for (auto& f : failed) f.instance = opts.instance_name;
+    try {
+      store->record_failures(failed);
+    } catch (const std::exception& e) {
+      opts.logger(log_level::error, "could not record " + std::to_string(failed.size()) +
+                                        " failed event(s) in EventQueueFailures (they are "
+                                        "logged and counted only): " +
+                                        e.what());
+    }
   }
 
   std::vector<std::int64_t> raise(std::span<const outgoing_event> events) {
@@ -154,6 +204,20 @@ queue::~queue() {
   // From a handler on the poller thread, joining would wait for itself: the thread keeps the
   // impl alive (it holds a reference, see queue::start) and ends once the handler returns.
   if (!m_impl->poll_thread.detach_if_own_thread()) stop();
+  m_impl->sessions.shut_down_all();  // handler threads joined while the storage still exists
+}
+
+session queue::create_session(session_config cfg) { return m_impl->make_session(std::move(cfg)); }
+
+session& queue::default_session() {
+  std::lock_guard lk(m_impl->session_mutex);
+  if (!m_impl->default_one) {
+    session_config cfg;
+    cfg.name = "default";
+    cfg.threads = 0;
+    m_impl->default_one = std::make_unique<session>(m_impl->make_named_session(std::move(cfg)));
+  }
+  return *m_impl->default_one;
 }
 
 std::int64_t queue::raise_raw(std::string_view type, const nlohmann::json& data, raise_mode mode) {
@@ -185,7 +249,18 @@ subscription queue::on_missed(missed_handler handler) {
 
 void queue::start() { m_impl->poll_thread.start(m_impl); }
 
-void queue::stop() { m_impl->poll_thread.stop(); }
+void queue::stop() {
+  m_impl->poll_thread.stop();
+  if (m_impl->sessions.snapshot().empty()) return;
+  try {
+    m_impl->reader->idle_if_free();  // what sessions finished: stored now, not redelivered
+  } catch (const std::exception& e) {
+    m_impl->opts.logger(log_level::warning,
+                        std::string("stop: could not store the cursor (events sessions "
+                                    "finished since the last store will be delivered again): ") +
+                            e.what());
+  }
+}
 
 bool queue::running() const noexcept { return m_impl->poll_thread.running(); }
 

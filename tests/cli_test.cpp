@@ -410,3 +410,37 @@ TEST_CASE("an infinity row (stored before schema 4): verify lists it, stats work
   CHECK(nlohmann::json::parse(stats.out).at("rows") == 1);
 }
 #endif
+
+TEST_CASE("failures lists the events a session's listener gave up on") {
+  database db;
+  std::int64_t bad = 0;
+  {
+    queue r(db.url, test_options("web-01"));
+    queue w(db.url, test_options("editor"));
+    session_config cfg;
+    cfg.name = "search";
+    cfg.retries = 1;
+    cfg.retry_backoff = std::chrono::milliseconds(1);
+    auto s = r.create_session(cfg);
+    auto reg = s.add_listener(
+        {}, [](std::span<const event_record>) { throw std::runtime_error("index\nread-only"); });
+    bad = w.raise_raw("page.changed", {{"page", 1}}, raise_mode::globally);
+    r.poll_once();
+    REQUIRE(s.drain(std::chrono::seconds(5)));
+  }
+  auto text = eventq_cmd({"failures", "--db", db.url});
+  CHECK(text.code == 0);
+  auto lines = lines_of(text.out);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find("\tweb-01\tsearch\t" + std::to_string(bad) +
+                      "\tpage.changed\t2\tindex read-only") != std::string::npos);
+  auto json = eventq_cmd({"failures", "--db", db.url, "--json", "--instance", "web-01"});
+  REQUIRE(json.code == 0);
+  auto j = nlohmann::json::parse(lines_of(json.out).at(0));
+  CHECK(j.at("event_id") == bad);
+  CHECK(j.at("attempts") == 2);
+  CHECK(j.at("error") == "index\nread-only");
+  auto none = eventq_cmd({"failures", "--db", db.url, "--instance", "someone-else"});
+  CHECK(none.code == 0);
+  CHECK(none.out.empty());
+}

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -138,4 +139,49 @@ TEST_CASE("another process is woken within 200 ms while its poll interval is 2 s
   std::sort(us.begin(), us.end());
   MESSAGE("cross-process latency us: p50 " << us[us.size() / 2] << ", max " << us.back());
   CHECK(us.back() < 200000);
+}
+
+// Issue 13: a session with 2 handler threads and batch_time 1 s keeps up to a second of events
+// buffered; the stored cursor must stay behind them. The consumer is killed with SIGKILL at
+// random moments while 5,000 events are raised (fewer than the issue's 20,000 to keep the suite
+// short: with kills every 0.3-0.9 s there is a buffered batch at nearly every kill, which is
+// what a cursor stored too early would lose).
+TEST_CASE("a session consumer SIGKILLed at random while events are raised handles every one") {
+  temp_dir dir;
+  auto url = "sqlite:" + dir.file("e.db");
+  auto out = dir.file("consumer.out");
+  { queue register_consumer(url, test_options("consumer")); }
+  auto start = [&] {
+    return std::make_unique<child_process>(
+        std::vector<std::string>{peer_program(), "session-consume", url, "consumer", out});
+  };
+  auto consumer = start();
+  child_process raiser({peer_program(), "raise", url, "raiser", "5000"});
+  std::mt19937 rng(std::random_device{}());
+  int kills = 0;
+  std::optional<int> raised_status;
+  while (!(raised_status = raiser.wait(std::chrono::milliseconds(300 + rng() % 600)))) {
+    consumer->kill(SIGKILL);
+    REQUIRE(consumer->wait(10s) == 128 + SIGKILL);
+    ++kills;
+    consumer = start();
+  }
+  REQUIRE(raised_status == 0);
+  {
+    queue q(url, test_options("stopper"));
+    q.raise_raw("stop", nlohmann::json::object(), raise_mode::globally);
+  }
+  REQUIRE(consumer->wait(60s) == 0);
+  auto ids = read_ids(out);
+  std::set<std::int64_t> handled(ids.begin(), ids.end());
+  auto raised =
+      sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueue WHERE EventType = 'tick'");
+  CHECK(raised == 5000);
+  MESSAGE(kills << " kills; " << ids.size() - handled.size() << " events handled twice");
+  CHECK(kills >= 1);
+  std::int64_t missing = 0;
+  auto first =
+      sqlite_int(dir.file("e.db"), "SELECT min(Id) FROM EventQueue WHERE EventType = 'tick'");
+  for (std::int64_t id = first; id < first + raised; ++id) missing += handled.count(id) == 0;
+  CHECK(missing == 0);  // every event handled at least once
 }

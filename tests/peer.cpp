@@ -8,6 +8,9 @@
 //                                       until a "stop" event arrives; US: handler sleeps that
 //                                       many microseconds per event (a consumer that lags);
 //                                       each Missed reason goes to OUT.missed
+//   peer session-consume URL NAME OUT  as consume, through a session with 2 handler threads,
+//                                       batches of up to 100 and batch_time 1 s: appends each
+//                                       batch's ids to OUT once the batch is handled
 //   peer latency URL NAME COUNT OUT     receive COUNT "ping" events and write, per event, the
 //                                       microseconds from the raiser's clock stamp to the handler
 //   peer raise   URL NAME N             raise N "tick" events globally
@@ -143,6 +146,41 @@ int consume(const std::string& url, const std::string& name, const std::string& 
   return stop ? 0 : 2;
 }
 
+int session_consume(const std::string& url, const std::string& name, const std::string& out) {
+  auto qp = open_waiting(url, opts(name, 100ms));
+  auto& q = *qp;
+  std::FILE* f = std::fopen(out.c_str(), "a");
+  if (!f) return 3;
+  std::mutex m;
+  std::condition_variable cv;
+  bool stop = false;
+  eventq::session_config cfg;
+  cfg.threads = 2;
+  cfg.batch_size = 100;
+  cfg.batch_time = 1s;
+  auto s = q.create_session(cfg);
+  eventq::event_filter ticks;
+  ticks.types = {"tick"};
+  auto reg = s.add_listener(ticks, [&](std::span<const eventq::event_record> batch) {
+    std::lock_guard lk(m);
+    for (const auto& r : batch) std::fprintf(f, "%lld\n", static_cast<long long>(r.id));
+    std::fflush(f);  // the test kills this process with SIGKILL: what was handled is on record
+  });
+  auto end = q.subscribe_raw("stop", [&](const eventq::event_record&, const nlohmann::json&) {
+    std::lock_guard lk(m);
+    stop = true;
+    cv.notify_all();
+  });
+  q.start();
+  std::unique_lock lk(m);
+  cv.wait_for(lk, 300s, [&] { return stop; });
+  lk.unlock();
+  if (!s.drain(30s)) return 4;
+  q.stop();
+  std::fclose(f);
+  return stop ? 0 : 2;
+}
+
 int latency(const std::string& url, const std::string& name, int count, const std::string& out) {
   eventq::queue q(url, opts(name, 2000ms));  // the default interval: wake-ups must do the work
   std::mutex m;
@@ -226,6 +264,7 @@ int main(int argc, char** argv) {
       return stress(a[2], a[3], std::stoi(a[4]), std::stoi(a[5]), a[6]);
     if (a.size() == 5 && a[1] == "consume") return consume(a[2], a[3], a[4], 0);
     if (a.size() == 6 && a[1] == "consume") return consume(a[2], a[3], a[4], std::stoi(a[5]));
+    if (a.size() == 5 && a[1] == "session-consume") return session_consume(a[2], a[3], a[4]);
     if (a.size() == 6 && a[1] == "latency") return latency(a[2], a[3], std::stoi(a[4]), a[5]);
     if (a.size() == 5 && a[1] == "raise") return raise(a[2], a[3], std::stoi(a[4]));
     if (a.size() == 5 && a[1] == "hold") return hold(a[2], a[3], std::stoi(a[4]));

@@ -2,6 +2,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "contract_suite.h"
 #include "pg_support.h"
+#include "session_contract.h"
 
 namespace {
 
@@ -19,4 +20,9 @@ struct postgres_fixture : contract::backend_fixture {
 TEST_CASE("storage contract: postgresql") {
   postgres_fixture f;
   contract::run_contract_suite(f);
+}
+
+TEST_CASE("session contract: postgresql") {
+  postgres_fixture f;
+  contract::run_session_contract(f);
 }

@@ -389,6 +389,21 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     CHECK(w2.stats().poll_errors == 0);
     w2.stop();
 
+    // A session's failed events are recorded under the app role (EventQueueFailures).
+    {
+      eventq::session_config cfg;
+      cfg.retries = 0;
+      auto s = w2.create_session(cfg);
+      auto reg = s.add_listener({}, [](std::span<const eventq::event_record>) {
+        throw std::runtime_error("listener down");
+      });
+      auto failed = w1.raise_raw("t", {{"n", 2}}, raise_mode::globally);
+      w2.poll_once();
+      REQUIRE(s.drain(5s));
+      CHECK(pg::text(schema, "SELECT EventId || ' ' || Error FROM EventQueueFailures") ==
+            std::to_string(failed) + " listener down");
+    }
+
     auto c = connect_as(app, schema);
     {
       pqxx::work tx(*c);

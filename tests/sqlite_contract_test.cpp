@@ -1,6 +1,7 @@
 // The storage contract, run on SQLite.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "contract_suite.h"
+#include "session_contract.h"
 
 namespace {
 
@@ -18,4 +19,9 @@ struct sqlite_fixture : contract::backend_fixture {
 TEST_CASE("storage contract: sqlite") {
   sqlite_fixture f;
   contract::run_contract_suite(f);
+}
+
+TEST_CASE("session contract: sqlite") {
+  sqlite_fixture f;
+  contract::run_session_contract(f);
 }

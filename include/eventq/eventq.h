@@ -9,6 +9,7 @@
 #include "eventq/options.h"
 #include "eventq/queue.h"
 #include "eventq/registry.h"
+#include "eventq/session.h"
 #include "eventq/signing.h"
 #include "eventq/status.h"
 #include "eventq/storage.h"

@@ -65,6 +65,12 @@ struct options {
   /// it.
   std::size_t max_payload_bytes{256 * 1024};
 
+  /// Backlog threshold (Umbraco's cold boot, made explicit). When the first poll of a queue
+  /// object finds more rows than this after the instance's cursor (it was down for long), it
+  /// does not replay them: it jumps to the newest event and raises one Missed whose reason
+  /// names the count, so the application rebuilds its caches instead. 0: off (replay all).
+  std::size_t max_backlog{0};
+
   /// Where an instance that has never run against this database starts.
   start_position start{start_position::now};
 

@@ -18,6 +18,7 @@
 #include "eventq/event.h"
 #include "eventq/metrics.h"
 #include "eventq/options.h"
+#include "eventq/session.h"
 #include "eventq/storage.h"
 #include "eventq/subscription.h"
 
@@ -152,6 +153,19 @@ class queue {
 
   /// Calls `handler` for every delivered event, whatever its type.
   subscription subscribe_all(raw_handler handler);
+
+  /// Creates an event session (see session.h): listeners with templates, batches by size or
+  /// time, handler threads of its own. It gets the pages the poller reads from now on; the
+  /// stored cursor never passes an event one of its listeners has not finished. Closing or
+  /// destroying the returned handle detaches it. Thread-safe. Throws eventq::error
+  /// (invalid_argument naming a bad session_config field, or when its handler threads cannot
+  /// be started).
+  session create_session(session_config cfg = {});
+
+  /// The queue's default session: listeners run on the poller thread (threads 0) one event at
+  /// a time, as subscribe() handlers do; made on first use, owned by the queue, valid while
+  /// it lives. Thread-safe. Throws what create_session() throws.
+  session& default_session();
 
   /// Calls `handler` when this instance may have missed events (see missed_info).
   subscription on_missed(missed_handler handler);

@@ -93,6 +93,19 @@ struct control_request {
 /// "resync" or "replay".
 std::string_view to_string(control_action a) noexcept;
 
+/// An event a session gave up on (EventQueueFailures): its listener threw on every attempt,
+/// or a typed listener could not decode it. What `eventq failures` lists.
+struct failure_record {
+  std::int64_t id = 0;        ///< EventQueueFailures.Id (assigned when stored)
+  std::string instance;       ///< the instance whose listener failed
+  std::string session;        ///< session_config::name
+  std::int64_t event_id = 0;  ///< EventQueue.Id of the event
+  std::string event_type;
+  std::string error;  ///< the last error, printable
+  int attempts = 0;   ///< calls made (1 + retries; 1 for an undecodable event)
+  std::chrono::system_clock::time_point failed_at;
+};
+
 /// Rows of one event type (storage::summary()).
 struct type_summary {
   std::string type;
@@ -168,6 +181,15 @@ class storage {
   /// any thread. The default throws errc::invalid_argument: a backend without it needs
   /// options::secret or EVENTQ_SECRET.
   virtual std::string get_or_insert_property(std::string_view key, std::string_view value);
+
+  /// Records events that a session gave up on (EventQueueFailures), in one transaction. May
+  /// be called from any thread. The default throws errc::invalid_argument (the queue then logs
+  /// and counts the failures only).
+  virtual void record_failures(std::span<const failure_record> failures);
+
+  /// The latest `limit` failure records, newest first; only those of `instance` unless it is
+  /// empty. The default throws errc::invalid_argument.
+  virtual std::vector<failure_record> failures(std::size_t limit, std::string_view instance);
   // ---- operations: schema, instance registry, task leases, cleanup, statistics ----
   // Lease times are judged by the database's clock where it has one (PostgreSQL's now()), so
   // instances on hosts with skewed clocks agree on who is live.

@@ -69,6 +69,8 @@ struct args {
   cli::serve_settings serve;
   // resync, replay
   std::string target, since, control_wait = "0";
+  // failures
+  std::string instance_filter;
 };
 
 // Throws usage_error unless a database is named; unless `create`, an SQLite file must exist (a
@@ -228,6 +230,40 @@ int run_verify(const args& a) {
   return rows.empty() ? 0 : 1;
 }
 
+// Events that sessions gave up on (EventQueueFailures), newest first: what an operator looks at
+// when session metrics count failures. Exit 0 either way (listing is not alerting).
+int run_failures(const args& a) {
+  auto s = open(a);
+  auto rows = s->failures(a.count > 0 ? a.count : 100, a.instance_filter);
+  // Texts come from listeners' exceptions and the table: control bytes are not printed raw.
+  auto cell = [](std::string v) {
+    for (auto& c : v) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    }
+    return v;
+  };
+  for (const auto& f : rows) {
+    if (a.json) {
+      std::cout << nlohmann::json{{"id", f.id},
+                                  {"failed_at", cli::iso_time(f.failed_at)},
+                                  {"instance", f.instance},
+                                  {"session", f.session},
+                                  {"event_id", f.event_id},
+                                  {"type", f.event_type},
+                                  {"attempts", f.attempts},
+                                  {"error", f.error}}
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << '\n';
+    } else {
+      std::cout << cli::iso_time(f.failed_at) << '\t' << cell(f.instance) << '\t' << cell(f.session)
+                << '\t' << f.event_id << '\t' << cell(f.event_type) << '\t' << f.attempts << '\t'
+                << cell(f.error) << '\n';
+    }
+  }
+  if (!a.json) std::cerr << "eventq: " << rows.size() << " failure(s) listed\n";
+  return 0;
+}
+
 int run_cleanup(const args& a) {
   cleanup_settings c;
   try {
@@ -385,7 +421,15 @@ int main(int argc, char** argv) {
   replay->add_option("--since", a.since, "how far back: 30m, 2h, 1d")->required();
   replay->add_option("--wait", a.control_wait, "wait this long for its result (e.g. 30s)");
 
-  for (auto* sub : {migrate, raise, tail, stats, instances, cleanup, verify, serve, resync, replay})
+  
+  auto* failures = app.add_subcommand(
+      "failures", "list events that sessions' listeners gave up on (EventQueueFailures)");
+  failures->add_option("--count", a.count, "list at most this many, newest first (default 100)");
+  failures->add_option("--instance", a.instance_filter, "only this instance's failures");
+  failures->add_flag("--json", a.json, "one JSON object per line");
+
+  for (auto* sub :
+       {migrate, raise, tail, stats, instances, cleanup, verify, serve, resync, replay, failures})
     sub->fallthrough();
 
   try {
@@ -406,6 +450,7 @@ int main(int argc, char** argv) {
     if (*serve) return run_serve(a);
     if (*resync) return run_control(a, control_action::resync);
     if (*replay) return run_control(a, control_action::replay);
+    if (*failures) return run_failures(a);
   } catch (const usage_error& e) {
     std::cerr << "eventq: " << one_line(e.what()) << '\n';
     return 2;

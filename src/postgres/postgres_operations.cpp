@@ -415,6 +415,49 @@ std::size_t postgres_storage::remove_dead_instances(system_clock::time_point dea
   });
 }
 
+void postgres_storage::record_failures(std::span<const failure_record> failures) {
+  if (failures.empty()) return;
+  on_admin("recording failed events", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    for (const auto& f : failures) {
+      tx.exec_params(
+          "INSERT INTO EventQueueFailures (InstanceName, SessionName, EventId, EventType, Error, "
+          "Attempts, FailedAt) VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz)",
+          f.instance, f.session, f.event_id, f.event_type, f.error, f.attempts,
+          timestamptz(f.failed_at));
+    }
+    tx.commit();
+    return 0;
+  });
+}
+
+std::vector<failure_record> postgres_storage::failures(std::size_t limit,
+                                                       std::string_view instance) {
+  return on_admin("reading failed events", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT Id, InstanceName, SessionName, EventId, EventType, Error, Attempts, " EVENTQ_US(
+            "FailedAt") " FROM EventQueueFailures WHERE $1 = '' OR InstanceName = $1 "
+                        "ORDER BY Id DESC LIMIT $2",
+        std::string(instance),
+        static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+    std::vector<failure_record> out;
+    for (const auto& r : rows) {
+      failure_record f;
+      f.id = r[0].as<std::int64_t>();
+      f.instance = r[1].as<std::string>();
+      f.session = r[2].as<std::string>();
+      f.event_id = r[3].as<std::int64_t>();
+      f.event_type = r[4].as<std::string>();
+      f.error = r[5].as<std::string>();
+      f.attempts = r[6].as<int>();
+      f.failed_at = time_field(r[7]).value_or(system_clock::time_point{});
+      out.push_back(std::move(f));
+    }
+    return out;
+  });
+}
+
 #undef EVENTQ_US
 
 }  // namespace eventq::postgres

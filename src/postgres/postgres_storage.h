@@ -99,6 +99,8 @@ class postgres_storage final : public storage {
   std::size_t count_expired(const expiry& bounds) override;
   std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) override;
   std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
+  void record_failures(std::span<const failure_record> failures) override;
+  std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
 
  private:
   // register_instance(), and take_over_instance() when dead_pid > 0: returns false (instead of

@@ -391,4 +391,47 @@ std::size_t sqlite_storage::remove_dead_instances(system_clock::time_point dead_
   return n;
 }
 
+void sqlite_storage::record_failures(std::span<const failure_record> failures) {
+  if (failures.empty()) return;
+  std::lock_guard lk(m_write_mutex);
+  write_transaction tx(m_writer);
+  statement insert(m_writer,
+                   "INSERT INTO EventQueueFailures (InstanceName, SessionName, EventId, "
+                   "EventType, Error, Attempts, FailedAt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  for (const auto& f : failures) {
+    insert.bind(1, f.instance)
+        .bind(2, f.session)
+        .bind(3, f.event_id)
+        .bind(4, f.event_type)
+        .bind(5, f.error)
+        .bind(6, std::int64_t{f.attempts})
+        .bind(7, utc(f.failed_at))
+        .run();
+  }
+  tx.commit();
+}
+
+std::vector<failure_record> sqlite_storage::failures(std::size_t limit, std::string_view instance) {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader,
+              "SELECT Id, InstanceName, SessionName, EventId, EventType, Error, Attempts, "
+              "FailedAt FROM EventQueueFailures WHERE ?1 = '' OR InstanceName = ?1 "
+              "ORDER BY Id DESC LIMIT ?2");
+  s.bind(1, instance).bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+  std::vector<failure_record> out;
+  while (s.step()) {
+    failure_record f;
+    f.id = s.int64(0);
+    f.instance = s.text_view(1);
+    f.session = s.text_view(2);
+    f.event_id = s.int64(3);
+    f.event_type = s.text_view(4);
+    f.error = s.text_view(5);
+    f.attempts = static_cast<int>(s.int64(6));
+    f.failed_at = time_column(s, 7).value_or(system_clock::time_point{});
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 }  // namespace eventq::sqlite
