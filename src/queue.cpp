@@ -119,10 +119,10 @@ struct queue::impl {
         disp(std::make_shared<detail::dispatcher>(opts.logger)),
         keys(detail::make_keyring(opts, *store)) {  // may create the database secret: first
     maint = std::make_unique<detail::maintenance>(*store, opts, counters, inbox,
-                                                  [this] { store->interrupt(); });
+                                                  [this] { store->wake(); });
     poll_thread.set_urgent([this] { return inbox.pending(); });
-    reader = std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox,
-                                                sessions);
+    reader =
+        std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox, sessions);
     poll_thread.set_idle([this] { return reader->idle(); });
     maint->start();
   }
@@ -146,7 +146,7 @@ struct queue::impl {
         std::move(cfg), opts.logger,
         [this](std::vector<failure_record> failed) { record_failures(std::move(failed)); });
     // A batch finished: wake the poller so that it stores the cursor (see delivery::idle()).
-    engine->set_progress_callback([this] { store->interrupt(); });
+    engine->set_progress_callback([this] { store->wake(); });
     sessions.attach(engine);
     try {
       engine->start_threads();

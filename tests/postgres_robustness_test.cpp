@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "../src/postgres/postgres_watchdog.h"
 #include "pg_support.h"
 #include "support.h"
 
@@ -204,4 +205,68 @@ TEST_CASE("a network black hole fails a poll within the timeout; stop() returns;
   proxy.swallow(false);
   CHECK(wait_until([&] { return got.size() == 6; }, 30s));
   q.stop();
+}
+
+// stop() cancels the poll in flight with libpq's cancel request, which travels on a connection
+// of its own and can reach the server after that poll ended: it then cancels whatever runs next
+// on the connection (CI saw a poll_once() right after stop() fail with SQLSTATE 57014). Here
+// the call ends at once after the cancel is sent, and the next statement is a sleep that the
+// late cancel hits; the watchdog must say so, so that the reader drops that connection (as
+// on_reader() does) instead of running another statement on it.
+TEST_CASE("a cancel that arrives after its call ended is reported, and hits the next statement") {
+  using eventq::postgres::watchdog;
+  watchdog w(std::chrono::milliseconds(0));
+  pqxx::connection c(pg::server_url());
+  {
+    watchdog::armed call(w, watchdog::reader, c);  // prepares the cancel request: a round trip
+    w.cancel(watchdog::reader, std::chrono::seconds(10));  // no cut-off: the request alone
+  }  // the call is over before the request reaches the server
+  CHECK(w.take_cancelled(watchdog::reader));
+  CHECK_FALSE(w.take_cancelled(watchdog::reader));  // once
+  bool hit = false;
+  try {
+    pqxx::nontransaction tx(c);
+    tx.exec("SELECT pg_sleep(2)");
+  } catch (const pqxx::sql_error& e) {
+    hit = e.sqlstate() == "57014";
+  }
+  CHECK(hit);  // why the connection must not be used again
+  // A call that was not cancelled reports nothing.
+  pqxx::connection c2(pg::server_url());
+  { watchdog::armed call(w, watchdog::reader, c2); }
+  CHECK_FALSE(w.take_cancelled(watchdog::reader));
+}
+
+// Sessions wake the poller when a batch finishes, so that it stores the cursor. The wake-up
+// used to be stop()'s interrupt(), which also cancelled the read in flight: every batch that
+// finished during a read failed that poll (SQLSTATE 57014, a poll error, a retry with backoff).
+TEST_CASE("a session finishing batches wakes the poller without cancelling its read") {
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  log_capture logs;
+  auto o = test_options("a", &logs);
+  o.page_size = 50;
+  queue q(url, o);
+  session_config cfg;
+  cfg.threads = 2;
+  cfg.batch_size = 5;
+  cfg.batch_time = std::chrono::milliseconds(0);
+  auto s = q.create_session(cfg);
+  std::atomic<std::size_t> handled{0};
+  auto reg = s.add_listener({}, [&](std::span<const event_record> b) {
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+    handled += b.size();
+  });
+  constexpr std::size_t k_events = 3000;
+  for (std::size_t i = 0; i < k_events; i += 500) {
+    batch b;
+    for (std::size_t j = i; j < i + 500; ++j) b.add_raw("t", {{"i", j}}, raise_mode::both);
+    q.raise(b);
+  }
+  q.start();
+  REQUIRE(wait_until([&] { return handled.load() >= k_events; }, 60s));
+  q.stop();
+  CHECK(handled.load() == k_events);
+  CHECK(q.stats().poll_errors == 0);
+  CHECK(logs.count("57014") == 0);
 }

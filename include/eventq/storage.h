@@ -175,6 +175,12 @@ class storage {
   /// does): the poller calls it from stop().
   virtual void interrupt() = 0;
 
+  /// Makes a wait_for_change() in progress on another thread return promptly, and cancels
+  /// nothing: the queue calls it when work for the poller arrives (a session finished a batch,
+  /// an operator's request). The default calls interrupt(); a backend whose interrupt()
+  /// cancels reads must override it.
+  virtual void wake() { interrupt(); }
+
   /// The value of the Properties row `key`; if there is none, first stores `value` there.
   /// Concurrent callers (other processes included) all get the one value that was stored
   /// first. The queue keeps its database secret this way ('EQSecret'). May be called from

@@ -26,7 +26,17 @@ auto postgres_storage::on_reader(const char* what, F&& f) {
   std::lock_guard lk(m_read_mutex);
   for (int attempt = 0;; ++attempt) {
     bool reused = m_reader && m_reader->is_open();
+    // A cancel request that stop() sent for this call may reach the server after the call
+    // ended: it would cancel the connection's next statement (a poll_once() after stop(), say).
+    // So a connection that a cancel was sent for is not used again, whatever the outcome.
+    struct drop_if_cancelled {
+      postgres_storage& s;
+      ~drop_if_cancelled() {
+        if (s.m_watchdog->take_cancelled(watchdog::reader)) s.m_reader.reset();
+      }
+    };
     try {
+      drop_if_cancelled guard{*this};
       auto& c = reader();
       watchdog::armed watch(*m_watchdog, watchdog::reader, c);
       return f(c);

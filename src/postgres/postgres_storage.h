@@ -67,7 +67,8 @@ class postgres_storage final : public storage {
   std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
   bool wait_for_change(std::chrono::milliseconds timeout) override;
-  void interrupt() override;
+  void interrupt() override;  // wakes, and cancels the reader's call in flight
+  void wake() override;       // wakes only
 
   // Operations (postgres_operations.cpp), on a connection of their own so that a cleanup batch
   // never holds up this process's raises.

@@ -211,13 +211,17 @@ void postgres_storage::wait_for_notification(std::chrono::steady_clock::duration
   if (fds[0].revents) m_listen_conn->get_notifs();  // throws broken_connection if it closed
 }
 
-void postgres_storage::interrupt() {
+void postgres_storage::wake() {
   {
     std::lock_guard lk(m_wait_mutex);
     m_interrupted = true;
   }
   m_wait_cv.notify_all();
   m_wake.signal();
+}
+
+void postgres_storage::interrupt() {
+  wake();
   // stop() must not wait for a read blocked on a lock or an unreachable server: cancel it, and
   // cut the connection off if the cancel gets no answer within half a second.
   m_watchdog->cancel(watchdog::reader, std::chrono::milliseconds(500));

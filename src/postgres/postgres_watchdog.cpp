@@ -6,6 +6,7 @@
 #include <pqxx/largeobject>
 #include <pqxx/transaction>
 #include <system_error>
+#include <utility>
 
 namespace eventq::postgres {
 
@@ -91,6 +92,11 @@ bool watchdog::fired(slot s) {
   return m_slots[s].fired;
 }
 
+bool watchdog::take_cancelled(slot s) {
+  std::lock_guard lk(m_mutex);
+  return std::exchange(m_slots[s].cancelled, false);
+}
+
 void watchdog::cancel(slot s, std::chrono::milliseconds grace) {
   std::shared_ptr<void> cancel;
   {
@@ -98,6 +104,7 @@ void watchdog::cancel(slot s, std::chrono::milliseconds grace) {
     auto& st = m_slots[s];
     if (!st.busy) return;
     cancel = st.cancel;
+    st.cancelled = st.cancelled || cancel != nullptr;
     st.deadline = std::min(st.deadline, std::chrono::steady_clock::now() + grace);
   }
   m_cv.notify_all();

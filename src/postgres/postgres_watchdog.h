@@ -46,6 +46,12 @@ class watchdog {
   /// True when the latest call of `s` was cut off (by the limit or by cancel()).
   bool fired(slot s);
 
+  /// True (once) when cancel() sent a cancel request for a call of `s` since the last time
+  /// this was asked. The request travels on a connection of its own and may reach the server
+  /// after that call has ended, cancelling whatever the connection runs then: the caller drops
+  /// the connection instead of running another statement on it.
+  bool take_cancelled(slot s);
+
   /// Sends PostgreSQL a cancel request for the call running on `s` now, if any (it then fails
   /// with SQLSTATE 57014), and cuts the connection off if the call still runs `grace` later
   /// (the server could not be reached). Returns at once.
@@ -57,6 +63,7 @@ class watchdog {
   struct state {
     bool busy = false;
     bool fired = false;
+    bool cancelled = false;  // cancel() sent a request; see take_cancelled()
     int fd = -1;
     const pqxx::connection* conn = nullptr;
     int backend_pid = 0;
