@@ -17,8 +17,7 @@ namespace {
 constexpr const char* k_param_key = "param";
 constexpr const char* k_raiser_key = "raiser_id";
 
-// What the registry needs from what it sits on. A queue today; a session (issue 13) will be a
-// second implementation, the rest of the registry unchanged.
+// What the registry needs from what it sits on: a queue, or a session of a queue.
 class event_source {
  public:
   virtual ~event_source() = default;
@@ -44,6 +43,86 @@ class queue_source final : public event_source {
 
  private:
   queue& m_q;
+};
+
+// Keeps the session registrations of a registry's events, so that each is held by a
+// subscription like the queue's (remote_event knows only subscriptions).
+class registrations final : public subscription_owner,
+                            public std::enable_shared_from_this<registrations> {
+ public:
+  subscription keep(registration r) {
+    std::lock_guard lk(m_mutex);
+    auto id = ++m_last;
+    m_held.emplace(id, std::move(r));
+    return subscription(weak_from_this(), id);
+  }
+  void remove(std::uint64_t id) noexcept override {
+    registration r;
+    {
+      std::lock_guard lk(m_mutex);
+      auto it = m_held.find(id);
+      if (it == m_held.end()) return;
+      r = std::move(it->second);
+      m_held.erase(it);
+    }
+    r.reset();  // outside the lock: waits for a running batch of it (unless on its thread)
+  }
+  bool contains(std::uint64_t id) const noexcept override {
+    std::lock_guard lk(m_mutex);
+    auto it = m_held.find(id);
+    return it != m_held.end() && it->second.active();
+  }
+
+ private:
+  mutable std::mutex m_mutex;
+  std::uint64_t m_last = 0;
+  std::unordered_map<std::uint64_t, registration> m_held;
+};
+
+}  // namespace
+
+// session::add() for the registry: its listeners get the parsed payloads and report rows that
+// are no registry rows as undecodable (recorded as failed) instead of failing their batch.
+struct session_access {
+  static registration add(session& s, event_filter f, batch_function fn) {
+    return s.add(std::move(f), std::move(fn));
+  }
+};
+
+namespace {
+
+class session_source final : public event_source {
+ public:
+  session_source(queue& q, session& s)
+      : m_q(q), m_s(s), m_held(std::make_shared<registrations>()) {}
+  subscription subscribe(std::string type, raw_handler handler) override {
+    event_filter f;
+    f.types = {std::move(type)};
+    auto r =
+        session_access::add(m_s, std::move(f), [h = std::move(handler)](const batch_input& in) {
+          for (std::size_t i = 0; i < in.rows.size(); ++i) {
+            try {
+              h(in.rows[i], in.payloads[i]);
+            } catch (const error& e) {
+              if (e.code() != errc::decode_failed) throw;
+              in.undecodable->emplace_back(i, e.what());
+            }
+          }
+        });
+    return m_held->keep(std::move(r));
+  }
+  subscription on_missed(missed_handler handler) override {
+    return m_q.on_missed(std::move(handler));
+  }
+  std::int64_t raise(std::string_view type, const nlohmann::json& data) override {
+    return m_q.raise_raw(type, data, raise_mode::globally);
+  }
+  const options& config() const override { return m_q.config(); }
+
+ private:
+  queue& m_q;
+  session& m_s;
+  std::shared_ptr<registrations> m_held;
 };
 
 // Reads a registry row into `out` (local == false); returns why it is not one, or "".
@@ -224,6 +303,10 @@ std::int64_t remote_event::raise(const guid& raiser_id, const nlohmann::json& pa
 
 event_registry::event_registry(queue& q, registry_options opts)
     : m_core(std::make_unique<detail::registry_core>(std::make_unique<detail::queue_source>(q),
+                                                     opts)) {}
+
+event_registry::event_registry(queue& q, session& s, registry_options opts)
+    : m_core(std::make_unique<detail::registry_core>(std::make_unique<detail::session_source>(q, s),
                                                      opts)) {}
 
 event_registry::~event_registry() = default;

@@ -286,6 +286,51 @@ TEST_CASE("typed parameters round-trip; one that does not decode reaches no hand
   CHECK(rb.stats().handler_errors == 0);
 }
 
+TEST_CASE("over a session: rows arrive on its handler threads; a non-registry row is a failure") {
+  database db;
+  queue a(db.url, test_options("a"));
+  queue b(db.url, test_options("b"));
+  session_config cfg;
+  cfg.threads = 2;
+  cfg.retries = 0;
+  auto s = b.create_session(cfg);
+  event_registry ra(a), rb(b, s);
+  std::mutex m;
+  std::vector<std::string> params;
+  std::set<std::thread::id> threads;
+  auto sub = rb.get(k_event_id).on_raised([&](const event_notification& n) {
+    std::lock_guard lk(m);
+    params.push_back(n.param.dump());
+    threads.insert(std::this_thread::get_id());
+  });
+  auto other = rb.get(k_other_event_id).on_raised([&](const event_notification&) {
+    std::lock_guard lk(m);
+    params.push_back("other");
+  });
+  ra.get(k_event_id).raise(k_raiser_id, 1);
+  auto bare = a.raise_raw(k_event_id.to_string(), {{"param", 2}}, raise_mode::globally);
+  ra.get(k_event_id).raise(k_raiser_id, 3);
+  b.poll_once();
+  REQUIRE(s.drain(10s));
+  {
+    std::lock_guard lk(m);
+    CHECK(params == std::vector<std::string>{"1", "3"});  // in row order, the bare row not
+    CHECK(threads.count(std::this_thread::get_id()) == 0);  // a handler thread, not poll_once's
+  }
+  CHECK(rb.stats().received == 2);
+  CHECK(rb.stats().undecodable == 1);
+  CHECK(s.stats().failures == 1);
+  CHECK(wait_until([&] { return db.text("SELECT count(*) FROM EventQueueFailures") == "1"; }));
+  CHECK(db.text("SELECT EventId FROM EventQueueFailures") == std::to_string(bare));
+  // The local raise still notifies at once, on the raising thread, through the queue.
+  rb.get(k_event_id).raise(k_raiser_id, 4);
+  {
+    std::lock_guard lk(m);
+    CHECK(params.back() == "4");
+  }
+  CHECK(rb.stats().raised == 1);
+}
+
 TEST_CASE("two GUIDs: a subscriber of one never sees the other") {
   database db;
   queue a(db.url, test_options("a"));

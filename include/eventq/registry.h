@@ -177,8 +177,13 @@ class remote_event {
 /// only once get() has been called for its GUID (as with any subscription, nothing is kept for
 /// a handler that does not exist yet). Use one registry per queue, as EPiServer has one per
 /// site: a second registry on the same queue does not see the first one's local raises.
-/// (When eventq::session exists, a constructor over a session will sit beside this one; the
-/// registry needs nothing more from what it sits on than the three calls above.)
+///
+/// Over a session (the second constructor), other instances' rows reach the handlers through
+/// that session's listeners instead of the poller thread: on its handler threads, in its
+/// batches, with its retries and failure records (a handler that throws is counted in
+/// registry_metrics::handler_errors and not retried, as over a queue; a row that is no registry
+/// row is recorded as failed in EventQueueFailures and counted as undecodable). Raises and
+/// Missed still go through the queue.
 ///
 /// Thread-safety: every call is safe from any thread. Non-copyable, non-movable (events refer
 /// to it). Destroying it unsubscribes everything, waiting for handlers running on other threads.
@@ -186,6 +191,11 @@ class event_registry {
  public:
   /// Throws nothing but std::bad_alloc.
   explicit event_registry(queue& q, registry_options opts = {});
+
+  /// The same, with other instances' rows delivered through `s`, a session of `q`
+  /// (queue::create_session()); both must outlive the registry. Throws errc::closed for an
+  /// empty or closed session handle (at the first get() of an event with remote events on).
+  event_registry(queue& q, session& s, registry_options opts = {});
   ~event_registry();
 
   event_registry(const event_registry&) = delete;

@@ -118,6 +118,7 @@ struct batch_input {
   std::vector<std::pair<std::size_t, std::string>>* undecodable;
 };
 using batch_function = std::function<void(const batch_input&)>;
+struct session_access;  // for the layers built on sessions (the EPiServer registry)
 }  // namespace detail
 
 /// Keeps one listener registered with a session (GigaSpaces' IEventRegistration). Destroying
@@ -230,6 +231,7 @@ class session {
   std::string name() const;
 
  private:
+  friend struct detail::session_access;
   registration add(event_filter filter, detail::batch_function fn);
   std::shared_ptr<detail::session_engine> m_engine;
 };
