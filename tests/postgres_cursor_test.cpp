@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -226,11 +227,14 @@ struct server {
       std::vector<const row*> out;
       for (const auto& r : rows) {
         if (!exists_in(r, f.now)) continue;
-        if (r.stamp < prev.xmin || r.stamp >= target.xmax || prev.sees(r.stamp) ||
-            !target.sees(r.stamp)) {
-          continue;
-        }
-        if (std::pair(r.stamp, r.id) <= std::pair(plan.from_stamp, plan.from_id)) continue;
+        if (r.stamp >= target.xmax || prev.sees(r.stamp) || !target.sees(r.stamp)) continue;
+        // PgQ's two ranges: prev's in-progress ids, then the Stamps from its xmax on.
+        bool in_progress = std::find(prev.xip.begin(), prev.xip.end(), r.stamp) != prev.xip.end();
+        bool from_xmax =
+            r.stamp >= plan.range_from_stamp &&
+            std::pair(r.stamp, r.id) > std::pair(plan.range_from_stamp, plan.range_from_id);
+        bool after_last = std::pair(r.stamp, r.id) > std::pair(plan.from_stamp, plan.from_id);
+        if (!(in_progress && after_last) && !from_xmax) continue;  // as the two parts ask
         out.push_back(&r);
       }
       std::sort(out.begin(), out.end(), [](auto* a, auto* b) {
@@ -369,4 +373,19 @@ TEST_CASE(
     // Each deletion is reported at most once.
     CHECK(missed <= deleters.size());
   }
+}
+
+TEST_CASE("plan_read: the Stamps range starts at prev's xmax, or after the last row if later") {
+  auto idle = *parse_cursor("100:150:120,130");
+  auto p = plan_read(idle);
+  CHECK(p.from_stamp == 99);         // prev's in-progress ids are read from xmin on...
+  CHECK(p.range_from_stamp == 149);  // ...and the rest from xmax on, not from xmin
+  CHECK(p.range_from_id == std::numeric_limits<std::int64_t>::max());
+  auto paging = *parse_cursor("100:150:120|100:400:|300:7");
+  auto q = plan_read(paging);
+  CHECK(q.paging);
+  CHECK(q.from_stamp == 300);
+  CHECK(q.from_id == 7);
+  CHECK(q.range_from_stamp == 300);  // past xmax already: from the last row delivered
+  CHECK(q.range_from_id == 7);
 }

@@ -270,3 +270,51 @@ TEST_CASE("a session finishing batches wakes the poller without cancelling its r
   CHECK(q.stats().poll_errors == 0);
   CHECK(logs.count("57014") == 0);
 }
+
+// Issue 11, item 7: a transaction left open anywhere in the cluster holds every snapshot's xmin
+// back. Reading "Stamp >= xmin" and filtering by visibility then walked every row raised since
+// it began on every poll; reading what PgQ reads (the previous snapshot's in-progress ids, then
+// the Stamps from its xmax on) walks only what is new. Counted in index entries read.
+TEST_CASE("an idle poll behind a long open transaction reads no old index entries") {
+  auto schema = pg::fresh_schema();
+  auto url = pg::url_with_schema(schema);
+  auto o = test_options("b");
+  o.verify = verify_mode::off;  // rows written by SQL carry no signature
+  queue b(url, o);
+  std::atomic<int> got{0};
+  auto sub = b.subscribe_all([&](const event_record&, const nlohmann::json&) { ++got; });
+  b.poll_once();
+
+  auto idle = pg::connect(schema);
+  pqxx::work long_tx(*idle);
+  long_tx.exec("SELECT pg_current_xact_id()");  // holds xmin back until it ends
+  const int rows = 20000;
+  pg::exec(schema,
+           "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+           "RaiseGlobally) SELECT 'fill', json_build_object('n', g), 'sql', false, true "
+           "FROM generate_series(1, " +
+               std::to_string(rows) + ") g");
+  auto stats = [&] {
+    auto t = pg::text(schema,
+                      "SELECT idx_scan || ' ' || idx_tup_read FROM pg_stat_user_indexes "
+                      "WHERE schemaname = '" +
+                          schema + "' AND indexrelname = 'eventqueue_stamp'");
+    auto sp = t.find(' ');
+    return std::pair<long long, long long>(std::stoll(t.substr(0, sp)),
+                                           std::stoll(t.substr(sp + 1)));
+  };
+  auto start = stats();
+  b.poll_once();  // the backlog
+  REQUIRE(got == rows);
+  // Statistics reach the view within a second or so of the reader going idle.
+  REQUIRE(wait_until([&] { return stats().second - start.second >= rows; }, 15s));
+  std::this_thread::sleep_for(1500ms);
+  auto before = stats();
+  constexpr int polls = 5;
+  for (int i = 0; i < polls; ++i) CHECK(b.poll_once() == 0);
+  REQUIRE(wait_until([&] { return stats().first - before.first >= polls; }, 15s));
+  auto read = stats().second - before.second;
+  MESSAGE(polls << " idle polls behind an open transaction read " << read << " index entries");
+  CHECK(read < rows / 10);  // the old read walked all 20,000 on every poll
+  long_tx.abort();
+}

@@ -192,6 +192,12 @@ read_plan plan_read(const parsed_cursor& c) {
     p.from_stamp = c.prev.xmin - 1;
     p.from_id = std::numeric_limits<std::int64_t>::max();
   }
+  p.range_from_stamp = p.from_stamp;
+  p.range_from_id = p.from_id;
+  if (c.prev.xmax > 0 && c.prev.xmax - 1 > p.from_stamp) {  // every Stamp below xmax: in part 1
+    p.range_from_stamp = c.prev.xmax - 1;
+    p.range_from_id = std::numeric_limits<std::int64_t>::max();
+  }
   return p;
 }
 

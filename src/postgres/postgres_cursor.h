@@ -62,11 +62,10 @@ struct deletion_record {
 /// Reads "deleter/below/s1,s2,...;deleter/below/..." (below may be empty); nullopt if garbled.
 std::optional<std::vector<deletion_record>> parse_deletions(std::string_view s);
 
-// Reading is split in two so that the way rows are selected can change without touching the
-// decisions: plan_read() says what to ask, decide_read() what the answer means. PgQ's way (rows
-// whose Stamp lies between the previous snapshot's xmax and the current one's, plus the
-// previous snapshot's in-progress ids, instead of "Stamp >= xmin" filtered by visibility) is
-// another plan with the same decisions: the page facts and the deletion check stay as they are.
+// Reading is split in two: plan_read() says what to ask, decide_read() what the answer means.
+// Rows are read PgQ's way: those of the previous snapshot's in-progress ids, then those whose
+// Stamp lies from its xmax to the target's (not "Stamp >= xmin" filtered by visibility, which
+// walked everything raised since the oldest open transaction in the cluster began).
 
 /// The arguments of the page statements for a cursor.
 struct read_plan {
@@ -75,6 +74,10 @@ struct read_plan {
   std::string target;            ///< the target snapshot while paging, "" to read up to now ($2)
   std::uint64_t from_stamp = 0;  ///< (from_stamp, from_id): where the index scan starts
   std::int64_t from_id = 0;
+  /// Where the scan of the Stamps from prev's xmax on starts: (from_stamp, from_id), or just
+  /// below prev's xmax if that is later. (The other part reads prev's in-progress ids.)
+  std::uint64_t range_from_stamp = 0;
+  std::int64_t range_from_id = 0;
   std::string checked;  ///< deletions committed outside this snapshot are new to the cursor
 };
 read_plan plan_read(const parsed_cursor& c);

@@ -44,16 +44,33 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
       "RaiseGlobally, CASE WHEN Created BETWEEN '1678-01-01 00:00:00+00' AND "
       "'2261-12-31 00:00:00+00' THEN (date_part('epoch', Created) * 1000000)::bigint END "
       "AS CreatedUs, Stamp::text AS StampText, KeyId, Signature";
-  auto page_of = [](const std::string& target) {
-    return "FROM EventQueue WHERE Stamp >= pg_snapshot_xmin($1::pg_snapshot) "
-           "AND Stamp < pg_snapshot_xmax(" +
-           target +
+  // The rows a snapshot $1 does not see are those of its in-progress transactions (xip) and
+  // those from its xmax on: PgQ's batch query reads exactly these two ranges, each an index
+  // condition, so that a transaction left open somewhere (which holds every snapshot's xmin
+  // back) costs nothing. Reading "Stamp >= xmin" and filtering by visibility walked every row
+  // raised since that transaction began, on every poll. The in-progress ids all lie below
+  // xmax, so the first part's rows precede the second's. ($3, $4) and ($7, $8) are where the
+  // parts' index scans start (see read_plan); the plain "Stamp >= $7", implied by the row
+  // comparison, is what makes the planner walk the index rather than scan and sort the table.
+  auto part = [&](const std::string& target, const std::string& rows) {
+    return "(SELECT " + page_columns + ", Stamp AS StampOrder FROM EventQueue WHERE " + rows +
+           " AND Stamp < pg_snapshot_xmax(" + target +
            ") AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
            "AND pg_visible_in_snapshot(Stamp, " +
-           target +
-           ") AND (Stamp, Id) > ($3::xid8, $4::bigint) "
-           "ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5";
+           target + ") ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5)";
   };
+  auto page_of = [&](const std::string& target) {
+    return "FROM (" +
+           part(target,
+                "Stamp = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot))) "
+                "AND (Stamp, Id) > ($3::xid8, $4::bigint)") +
+           " UNION ALL " +
+           part(target, "Stamp >= $7::xid8 AND (Stamp, Id) > ($7::xid8, $8::bigint)") +
+           ") u ORDER BY u.StampOrder, u.Id LIMIT $5";
+  };
+  const std::string page_out =
+      "u.Id, u.EventType, u.InstanceData, u.InstanceName, u.RaiseLocally, u.RaiseGlobally, "
+      "u.CreatedUs, u.StampText, u.KeyId, u.Signature";
   // The deletions new to the cursor: entries of EventQueueDeleted committed outside $6 (the
   // snapshot in which the cursor last read them), each as "deleter/below/stamps", listing only
   // the stamps the cursor's snapshot $1 does not see (see parse_deletions()).
@@ -71,8 +88,7 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
   // While paging through a backlog ($2: the target snapshot): the page alone, in eventq_read's
   // columns. No LATERAL join and no second sort of a full page.
   c.prepare("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " +
-                               incarnation + ", " + page_columns + " " +
-                               page_of("$2::pg_snapshot"));
+                               incarnation + ", " + page_out + " " + page_of("$2::pg_snapshot"));
   // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot,
   // the deletions and the incarnation, then the page. $2 is the target snapshot when paging
   // through a backlog, '' to read up to the statement's own snapshot: every row visible in it is
@@ -85,7 +101,7 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
                 "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
                 "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
                 "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
-                page_columns + ", Stamp AS StampOrder " +
+                page_out + ", u.StampOrder " +
                 page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)") +
                 ") e ON true ORDER BY e.StampOrder, e.Id");
   c.prepare("eventq_head", "SELECT pg_current_snapshot()::text, " + incarnation +

@@ -288,7 +288,8 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
       auto run = [&](const char* statement) {
         return tx.exec_prepared(statement, plan.prev, plan.target, std::to_string(plan.from_stamp),
                                 static_cast<long long>(plan.from_id), static_cast<long long>(limit),
-                                plan.checked);
+                                plan.checked, std::to_string(plan.range_from_stamp),
+                                static_cast<long long>(plan.range_from_id));
       };
       if (plan.paging) rows = run("eventq_page");
       if (rows.empty()) rows = run("eventq_read");
