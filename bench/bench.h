@@ -137,6 +137,11 @@ nlohmann::json postgres_drain_line(const std::string& url, std::int64_t rows, in
 /// `cleanup` subcommand) first forgets the instances and cleanups of earlier runs.
 nlohmann::json postgres_cleanup_line(const std::string& url, std::int64_t rows, bool fresh);
 
+/// The long-transaction line (bench's `long-tx`): ms per idle poll after `rows` rows were
+/// raised and delivered, with a transaction open since before they were raised (it holds every
+/// snapshot's xmin back; its age does not matter) and with none open.
+nlohmann::json postgres_long_tx_line(const std::string& url, std::int64_t rows, int polls);
+
 /// Measurements shared by both backends (eventq side), in eventq_side.cpp.
 eventq::options bench_options(const std::string& instance);
 double eventq_raise_rate(const std::string& url, int threads, bool shared_queue,

@@ -111,6 +111,11 @@ int main(int argc, char** argv) {
                   << std::endl;
         return 0;
       }
+      if (args[0] == "long-tx" && rest.size() == 2) {  // PostgreSQL long-transaction line
+        std::cout << bench::postgres_long_tx_line(rest[0], std::stoll(rest[1]), 200).dump()
+                  << std::endl;
+        return 0;
+      }
       if (args[0] == "sessions" && rest.size() == 2) {  // session lines alone: URL rows
         auto fill = [&](std::int64_t n) {  // raised in batches (the full run fills with SQL)
           eventq::queue q(rest[0], bench::bench_options("session-filler"));

@@ -190,6 +190,37 @@ nlohmann::json postgres_cleanup_line(const std::string& url, std::int64_t rows, 
   return eventq_cleanup(url);
 }
 
+nlohmann::json postgres_long_tx_line(const std::string& url, std::int64_t rows, int polls) {
+  { eventq::queue init(url, bench_options("init")); }
+  exec(url, "TRUNCATE EventQueue; DELETE FROM Properties WHERE Key = 'EQStamp_long-tx'");
+  auto o = bench_options("long-tx");
+  o.verify = eventq::verify_mode::off;  // rows filled by SQL are unsigned
+  eventq::queue q(url, o);
+  std::size_t got = 0;
+  auto sub = q.subscribe_all([&](const eventq::event_record&, const nlohmann::json&) { ++got; });
+  q.poll_once();
+  // Idle polls after `rows` were raised and delivered: ms per poll.
+  auto idle_poll_ms = [&] {
+    got = 0;
+    fill_eventq(url, rows, 0);
+    while (got < static_cast<std::size_t>(rows)) q.poll_once();
+    auto t0 = clock_type::now();
+    for (int i = 0; i < polls; ++i) q.poll_once();
+    return seconds_since(t0) * 1000 / polls;
+  };
+  double none_open = idle_poll_ms();
+  exec(url, "TRUNCATE EventQueue");
+  auto holder = connect(url);
+  pqxx::work open_tx(*holder);
+  open_tx.exec("SELECT pg_current_xact_id()");  // holds every snapshot's xmin from here on
+  double open = idle_poll_ms();
+  open_tx.abort();
+  return {{"ms_per_poll_open", open},
+          {"ms_per_poll_none_open", none_open},
+          {"rows", rows},
+          {"polls", polls}};
+}
+
 std::vector<result> run_postgres(const settings& s) {
   const std::string& url = s.pg_url;
   exec(url,
@@ -272,6 +303,12 @@ std::vector<result> run_postgres(const settings& s) {
     auto j = eventq_memory(s, url, "memory", static_cast<std::size_t>(n));
     add({"", "memory draining 1M: peak RSS / RSS at start", "x", j["ratio"], std::nullopt, "",
          false, "<= 2x", j["ratio"].get<double>() <= 2, j});
+  }
+  {
+    auto j = postgres_long_tx_line(url, static_cast<std::int64_t>(100000 * s.scale), 200);
+    double open = j["ms_per_poll_open"], none = j["ms_per_poll_none_open"];
+    add({"", "idle poll, 100k rows raised since an open transaction began", "ms", open, none,
+         "the same, no transaction open", false, "<= 2x", open <= 2 * std::max(none, 0.05), j});
   }
   {
     auto j = postgres_cleanup_line(url, static_cast<std::int64_t>(1000000 * s.scale), false);
