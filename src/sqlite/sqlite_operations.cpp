@@ -381,8 +381,8 @@ std::size_t sqlite_storage::delete_expired(const expiry& bounds, std::size_t max
   return n;
 }
 
-std::size_t sqlite_storage::remove_dead_instances(system_clock::time_point dead_before) {
-  auto cutoff = utc(dead_before);
+std::size_t sqlite_storage::remove_dead_instances(const expiry& bounds) {
+  auto cutoff = utc(bounds.hard_cutoff);  // this host's clock is the file's only one
   std::lock_guard lk(m_write_mutex);
   write_transaction tx(m_writer);
   statement cursors(m_writer,
