@@ -36,8 +36,9 @@ CREATE TABLE EventQueue (
 CREATE INDEX EventQueue_Created ON EventQueue (Created);
 
 -- What every instance would refuse on reading is refused at INSERT (since version 4; rows
--- stored before are refused by instances, counted, and listed by `eventq verify`): a row
--- addressed to nobody, and a Created that is not a time in eventq's format and range.
+-- stored before are reported by the migration in the log, refused by instances, counted, and
+-- listed by `eventq verify`): a row addressed to nobody, and a Created that is not a time in
+-- eventq's format and range.
 CREATE TRIGGER EventQueue_Flags BEFORE INSERT ON EventQueue
   WHEN NEW.RaiseLocally = 0 AND NEW.RaiseGlobally = 0
 BEGIN

@@ -83,6 +83,51 @@ TEST_CASE("a database migrated by a newer eventq is refused, untouched") {
   CHECK(sqlite_int(db, "SELECT count(*) FROM Properties WHERE Key = 'EQStamp_b'") == 0);
 }
 
+TEST_CASE("migration 4 reports the stored rows that break its new rules and keeps them") {
+  // A file at version 3 (the migrations applied by hand) holding rows that schema 4 refuses at
+  // INSERT: two addressed to nobody, one whose Created is no time; and a genuine-looking one.
+  temp_dir dir;
+  auto db = dir.file("e.db");
+  sqlite_exec(db,
+              "CREATE TABLE EventQueueSchema (Version INTEGER PRIMARY KEY, Description TEXT NOT "
+              "NULL, AppliedAt TEXT NOT NULL)");
+  const char* names[] = {"0001_initial", "0002_operations", "0003_signatures"};
+  for (int v = 1; v <= 3; ++v) {
+    sqlite_exec(db, read_file(std::string(EVENTQ_SOURCE_DIR) + "/migrations/sqlite/" +
+                              names[v - 1] + ".sql"));
+    sqlite_exec(db, "INSERT INTO EventQueueSchema VALUES (" + std::to_string(v) + ", '" +
+                        names[v - 1] + "', '2026-01-01 00:00:00')");
+  }
+  auto insert = [&](int local, int global, const std::string& created) {
+    sqlite_exec(db,
+                "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+                "RaiseGlobally, Created) VALUES ('t', '{}', 'x', " +
+                    std::to_string(local) + ", " + std::to_string(global) + ", " + created + ")");
+  };
+  insert(0, 0, "'2026-01-01 00:00:00'");
+  insert(1, 1, "'2026-01-01 00:00:00'");
+  insert(1, 0, "'yesterday'");
+  insert(0, 0, "'2026-01-01 00:00:01'");
+  log_capture logs;
+  queue q("sqlite:" + db, test_options("a", &logs));
+  CHECK(sqlite_int(db, "SELECT max(Version) FROM EventQueueSchema") ==
+        eventq::test::latest_schema_version());
+  CHECK(logs.count("eventq migration 0004") == 2);
+  CHECK(
+      logs.contains("eventq migration 0004: 2 rows of EventQueue are addressed to nobody (Ids "
+                    "1, 4): instances refuse them; `eventq verify` lists them"));
+  CHECK(
+      logs.contains("eventq migration 0004: 1 rows of EventQueue have a Created that is not a "
+                    "time in eventq's format and range (Ids 3)"));
+  CHECK(sqlite_int(db, "SELECT count(*) FROM EventQueue") == 4);  // reported, not dropped
+  auto rejected = q.find_rejected_rows();
+  CHECK(rejected.size() == 4);  // the fourth is unsigned
+  // Opening it again migrates nothing and reports nothing more.
+  log_capture again;
+  { queue r("sqlite:" + db, test_options("b", &again)); }
+  CHECK(again.count("eventq migration") == 0);
+}
+
 TEST_CASE("many instances opening a fresh file at once migrate it exactly once") {
   // Repeated on fresh files: the race between the first opens (WAL switch, migrations, the
   // database secret) goes one way or the other, and every way must work.

@@ -68,6 +68,7 @@ std::string format_cursor(std::int64_t id, std::string_view incarnation) {
 sqlite_storage::sqlite_storage(const std::string& path, const options& opts, bool watch)
     : m_path(path),
       m_check_interval(opts.change_check_interval),
+      m_logger(opts.logger),
       m_writer(path, opts.busy_timeout),
       m_reader(path, opts.busy_timeout) {
   migrate();
@@ -147,6 +148,14 @@ void sqlite_storage::migrate() {
                     ": upgrade the application (or the eventq command) to a newer eventq; "
                     "nothing was changed");
   }
+  if (version == newest) {
+    tx.commit();
+    return;
+  }
+  // A migration that meets stored rows breaking a new rule writes what to tell the operator
+  // here (SQLite has no RAISE WARNING); logged once the migrations committed.
+  m_writer.exec(
+      "CREATE TEMP TABLE IF NOT EXISTS eventq_migration_warnings (Message TEXT NOT NULL)");
   statement record(m_writer,
                    "INSERT INTO EventQueueSchema (Version, Description, AppliedAt) VALUES "
                    "(?1, ?2, ?3)");
@@ -158,7 +167,16 @@ void sqlite_storage::migrate() {
         .bind(3, detail::format_utc(std::chrono::system_clock::now()))
         .run();
   }
+  std::vector<std::string> warnings;
+  {
+    statement read(m_writer, "SELECT Message FROM temp.eventq_migration_warnings ORDER BY rowid");
+    while (read.step()) warnings.push_back(read.text(0));
+  }
+  m_writer.exec("DROP TABLE temp.eventq_migration_warnings");
   tx.commit();
+  if (m_logger) {
+    for (const auto& w : warnings) m_logger(log_level::warning, w);
+  }
 }
 
 namespace {

@@ -102,6 +102,7 @@ class sqlite_storage final : public storage {
 
   std::string m_path;
   std::chrono::milliseconds m_check_interval;
+  log_function m_logger;  // what migrations report
 
   std::mutex m_write_mutex;
   connection m_writer;
