@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 6: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 7: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -10,7 +10,8 @@
 -- with search_path set to the target schema, then record the version:
 --   INSERT INTO EventQueueSchema (Version, Description)
 --     VALUES (1, '0001_initial'), (2, '0002_operations'), (3, '0003_signatures'),
---            (4, '0004_hostile_rows'), (5, '0005_control'), (6, '0006_failures');
+--            (4, '0004_hostile_rows'), (5, '0005_control'), (6, '0006_failures'),
+--            (7, '0007_incarnation');
 -- Roles with least privilege for applications, operators and cleanup: schema/postgres-roles.sql.
 
 -- Which migrations were applied, and when. The schema version is max(Version).

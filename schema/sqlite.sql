@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 6: the whole current schema, for operators.
+-- eventq schema for SQLite, version 7: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -36,8 +36,9 @@ CREATE TABLE EventQueue (
 CREATE INDEX EventQueue_Created ON EventQueue (Created);
 
 -- What every instance would refuse on reading is refused at INSERT (since version 4; rows
--- stored before are refused by instances, counted, and listed by `eventq verify`): a row
--- addressed to nobody, and a Created that is not a time in eventq's format and range.
+-- stored before are reported by the migration in the log, refused by instances, counted, and
+-- listed by `eventq verify`): a row addressed to nobody, and a Created that is not a time in
+-- eventq's format and range.
 CREATE TRIGGER EventQueue_Flags BEFORE INSERT ON EventQueue
   WHEN NEW.RaiseLocally = 0 AND NEW.RaiseGlobally = 0
 BEGIN
@@ -51,13 +52,20 @@ BEGIN
 END;
 
 -- Key/value settings. Each instance's cursor is the row 'EQStamp_<instance name>', its value
--- the Id of the last event it processed (Sitecore's layout). 'EQSecret' is the signing secret
--- when the application gives none (options::secret, EVENTQ_SECRET): created by the first
--- instance; whoever can read it can forge events (docs/security.md).
+-- the Id of the last event it processed (Sitecore's layout), followed since version 7 by
+-- ';db=' and the file's incarnation ('42;db=9f0c...'; a plain Id, from before, is still read).
+-- 'EQIncarnation' is that incarnation: 32 random hex digits, created once with the schema
+-- (version 7). A copy of the file carries it, another database has another one: a cursor
+-- whose incarnation is not the file's (the file was replaced, or restored from another
+-- database's backup) gives Missed once instead of reading other events under the same Ids.
+-- 'EQSecret' is the signing secret when the application gives none (options::secret,
+-- EVENTQ_SECRET): created by the first instance; whoever can read it can forge events
+-- (docs/security.md).
 CREATE TABLE Properties (
   Key   TEXT PRIMARY KEY NOT NULL,
   Value TEXT NOT NULL
 );
+INSERT INTO Properties (Key, Value) VALUES ('EQIncarnation', lower(hex(randomblob(16))));
 
 -- Which migrations were applied, and when. The schema version is max(Version).
 CREATE TABLE EventQueueSchema (
@@ -154,9 +162,10 @@ CREATE INDEX EventQueueFailures_FailedAt ON EventQueueFailures (FailedAt);
 
 -- Each instance, its cursor and how far behind it is (one row per registered instance).
 --   Instance            the instance name
---   Cursor              its stored cursor: the Id of the last event it processed
---   Behind              rows after the cursor, addressed to it or not (0: caught up; a cursor
---                       that is not a number counts every row)
+--   Cursor              its stored cursor: the Id of the last event it processed (and, since
+--                       version 7, ';db=' and the file's incarnation)
+--   Behind              rows after the cursor's Id, addressed to it or not (0: caught up; a
+--                       cursor that does not start with a number counts every row)
 --   Live                1 while its lease runs (the process is up), 0 otherwise
 --   HeartbeatAgeSeconds seconds since its latest renewal; above a third of the lease (10 s by
 --                       default) plus a little, renewals are failing

@@ -150,7 +150,7 @@ cleanup_report run_cleanup(storage& backend, const cleanup_settings& settings,
       backend.acquire_task(k_cleanup_task, holder, k_cleanup_lease, {});
     }
     if (report.completed) {
-      report.instances_removed = backend.remove_dead_instances(bounds.hard_cutoff);
+      report.instances_removed = backend.remove_dead_instances(bounds);
     }
   } catch (...) {
     report.took = took();

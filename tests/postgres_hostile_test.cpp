@@ -234,6 +234,22 @@ TEST_CASE("cleanup measures its cutoffs by the server's clock") {
   CHECK(a.backend().count_expired(bounds) == 0);
   CHECK(a.backend().delete_expired(bounds, 100) == 0);
   CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "1");
+  // Dead instances too: by the server's clock "gone" stopped 6 days ago (kept: the hard maximum
+  // age is 7 days; by the host's clock its lease ended before the cutoff), "long_gone" 8 days
+  // ago (removed, with its cursor).
+  for (const char* name : {"gone", "long_gone"}) queue(url, test_options(name));
+  pg::exec(schema,
+           "UPDATE EventQueueInstances SET LeaseUntil = now() - interval '6 days' "
+           "WHERE Name = 'gone'");
+  pg::exec(schema,
+           "UPDATE EventQueueInstances SET LeaseUntil = now() - interval '8 days' "
+           "WHERE Name = 'long_gone'");
+  CHECK(a.backend().remove_dead_instances(bounds) == 1);
+  CHECK(pg::text(schema, "SELECT string_agg(Name, ',' ORDER BY Name) FROM EventQueueInstances") ==
+        "a,gone");
+  CHECK(pg::text(schema,
+                 "SELECT string_agg(Key, ',' ORDER BY Key) FROM Properties WHERE Key LIKE "
+                 "'EQStamp\\_%'") == "EQStamp_a,EQStamp_gone");
 }
 
 TEST_CASE("migration 4 reports the stored rows that break its new rules and keeps them") {

@@ -84,8 +84,8 @@ struct flaky_storage : storage {
   std::size_t delete_expired(const expiry& b, std::size_t n) override {
     return inner->delete_expired(b, n);
   }
-  std::size_t remove_dead_instances(std::chrono::system_clock::time_point t) override {
-    return inner->remove_dead_instances(t);
+  std::size_t remove_dead_instances(const expiry& b) override {
+    return inner->remove_dead_instances(b);
   }
   std::atomic<bool> failing_renewals{false};
 };

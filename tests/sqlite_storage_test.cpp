@@ -36,6 +36,10 @@ std::vector<std::string> describe(const std::string& db) {
                                           "sqlite_master WHERE type = 'trigger' ORDER BY name)"));
   return out;
 }
+
+std::string incarnation_of(const std::string& db) {
+  return sqlite_text(db, "SELECT Value FROM Properties WHERE Key = 'EQIncarnation'");
+}
 }  // namespace
 
 TEST_CASE("the migrations produce exactly the schema documented in schema/sqlite.sql") {
@@ -58,7 +62,8 @@ TEST_CASE("the file is in WAL mode and Stamp is the Id") {
   auto id = q.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
   CHECK(sqlite_text(db, "PRAGMA journal_mode") == "wal");
   CHECK(sqlite_int(db, "SELECT Stamp FROM EventQueue") == id);
-  CHECK(sqlite_text(db, "SELECT Value FROM Properties WHERE Key = 'EQStamp_a'") == "0");
+  CHECK(sqlite_text(db, "SELECT Value FROM Properties WHERE Key = 'EQStamp_a'") ==
+        "0;db=" + incarnation_of(db));
 }
 
 TEST_CASE("a database migrated by a newer eventq is refused, untouched") {
@@ -76,6 +81,51 @@ TEST_CASE("a database migrated by a newer eventq is refused, untouched") {
     CHECK(msg.find("up to " + eventq::test::latest_schema_version_text()) != std::string::npos);
   }
   CHECK(sqlite_int(db, "SELECT count(*) FROM Properties WHERE Key = 'EQStamp_b'") == 0);
+}
+
+TEST_CASE("migration 4 reports the stored rows that break its new rules and keeps them") {
+  // A file at version 3 (the migrations applied by hand) holding rows that schema 4 refuses at
+  // INSERT: two addressed to nobody, one whose Created is no time; and a genuine-looking one.
+  temp_dir dir;
+  auto db = dir.file("e.db");
+  sqlite_exec(db,
+              "CREATE TABLE EventQueueSchema (Version INTEGER PRIMARY KEY, Description TEXT NOT "
+              "NULL, AppliedAt TEXT NOT NULL)");
+  const char* names[] = {"0001_initial", "0002_operations", "0003_signatures"};
+  for (int v = 1; v <= 3; ++v) {
+    sqlite_exec(db, read_file(std::string(EVENTQ_SOURCE_DIR) + "/migrations/sqlite/" +
+                              names[v - 1] + ".sql"));
+    sqlite_exec(db, "INSERT INTO EventQueueSchema VALUES (" + std::to_string(v) + ", '" +
+                        names[v - 1] + "', '2026-01-01 00:00:00')");
+  }
+  auto insert = [&](int local, int global, const std::string& created) {
+    sqlite_exec(db,
+                "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
+                "RaiseGlobally, Created) VALUES ('t', '{}', 'x', " +
+                    std::to_string(local) + ", " + std::to_string(global) + ", " + created + ")");
+  };
+  insert(0, 0, "'2026-01-01 00:00:00'");
+  insert(1, 1, "'2026-01-01 00:00:00'");
+  insert(1, 0, "'yesterday'");
+  insert(0, 0, "'2026-01-01 00:00:01'");
+  log_capture logs;
+  queue q("sqlite:" + db, test_options("a", &logs));
+  CHECK(sqlite_int(db, "SELECT max(Version) FROM EventQueueSchema") ==
+        eventq::test::latest_schema_version());
+  CHECK(logs.count("eventq migration 0004") == 2);
+  CHECK(
+      logs.contains("eventq migration 0004: 2 rows of EventQueue are addressed to nobody (Ids "
+                    "1, 4): instances refuse them; `eventq verify` lists them"));
+  CHECK(
+      logs.contains("eventq migration 0004: 1 rows of EventQueue have a Created that is not a "
+                    "time in eventq's format and range (Ids 3)"));
+  CHECK(sqlite_int(db, "SELECT count(*) FROM EventQueue") == 4);  // reported, not dropped
+  auto rejected = q.find_rejected_rows();
+  CHECK(rejected.size() == 4);  // the fourth is unsigned
+  // Opening it again migrates nothing and reports nothing more.
+  log_capture again;
+  { queue r("sqlite:" + db, test_options("b", &again)); }
+  CHECK(again.count("eventq migration") == 0);
 }
 
 TEST_CASE("many instances opening a fresh file at once migrate it exactly once") {
@@ -148,7 +198,7 @@ TEST_CASE("hostile rows written by raw SQL are counted and skipped; genuine ones
   CHECK(listed.size() >= 5);
   CHECK(std::any_of(listed.begin(), listed.end(),
                     [&](const rejected_row& r) { return r.row.id == to_nobody; }));
-  CHECK(b.cursor() == std::to_string(g2));
+  CHECK(b.cursor() == std::to_string(g2) + ";db=" + incarnation_of(db));
 }
 
 TEST_CASE("a cursor ahead of the newest Id (restored database) raises Missed and resumes") {
@@ -167,14 +217,93 @@ TEST_CASE("a cursor ahead of the newest Id (restored database) raises Missed and
   b.poll_once();
   REQUIRE(reasons.size() == 1);
   CHECK(reasons[0].find("ahead") != std::string::npos);
-  CHECK(b.cursor() == std::to_string(old));
+  CHECK(b.cursor() == std::to_string(old) + ";db=" + incarnation_of(db));
   auto next = a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
   b.poll_once();
   CHECK(got == std::vector<std::int64_t>{next});
 }
 
+TEST_CASE("the file has an incarnation of its own, and cursors carry it") {
+  temp_dir dir;
+  { queue q("sqlite:" + dir.file("a.db"), test_options("a")); }
+  { queue q("sqlite:" + dir.file("b.db"), test_options("a")); }
+  auto a = incarnation_of(dir.file("a.db"));
+  CHECK(std::regex_match(a, std::regex("[0-9a-f]{32}")));
+  CHECK(a != incarnation_of(dir.file("b.db")));
+  { queue q("sqlite:" + dir.file("a.db"), test_options("b")); }  // opening again keeps it
+  CHECK(incarnation_of(dir.file("a.db")) == a);
+  CHECK(sqlite_text(dir.file("a.db"), "SELECT Value FROM Properties WHERE Key = 'EQStamp_b'") ==
+        "0;db=" + a);
+}
+
+TEST_CASE("a cursor from before schema 7 (a plain Id) is read without Missed and gains one") {
+  temp_dir dir;
+  auto db = dir.file("e.db");
+  queue a("sqlite:" + db, test_options("a"));
+  auto first = a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+  { queue b("sqlite:" + db, test_options("b")); }
+  sqlite_exec(
+      db, "UPDATE Properties SET Value = '" + std::to_string(first) + "' WHERE Key = 'EQStamp_b'");
+  auto second = a.raise_raw("t", nlohmann::json::object(), raise_mode::globally);
+  queue b("sqlite:" + db, test_options("b"));
+  std::vector<std::string> missed;
+  auto m = b.on_missed([&](const missed_info& i) { missed.push_back(i.reason); });
+  std::vector<std::int64_t> got;
+  auto sub =
+      b.subscribe_all([&](const event_record& r, const nlohmann::json&) { got.push_back(r.id); });
+  b.poll_once();
+  CHECK(missed.empty());
+  CHECK(got == std::vector<std::int64_t>{second});
+  CHECK(sqlite_text(db, "SELECT Value FROM Properties WHERE Key = 'EQStamp_b'") ==
+        std::to_string(second) + ";db=" + incarnation_of(db));
+}
+
+TEST_CASE("a file replaced by another database under a running instance: one Missed") {
+  // b has read Ids 1..3 of file A. The file is then replaced (sqlite3's .restore) by another
+  // database B that holds 5 events of its own: without the incarnation, b took Ids 4 and 5 of
+  // B as the events after its cursor, and Ids 1..3 of B were skipped without a word.
+  temp_dir dir;
+  auto db = dir.file("e.db");
+  auto with_secret = [](const std::string& name) {
+    auto o = test_options(name);
+    o.secret = "one secret for both databases";  // B's rows verify: only the Ids tell them apart
+    return o;
+  };
+  queue a("sqlite:" + db, with_secret("a"));
+  queue b("sqlite:" + db, with_secret("b"));
+  std::vector<std::int64_t> got;
+  std::vector<std::string> missed;
+  auto sub =
+      b.subscribe_all([&](const event_record& r, const nlohmann::json&) { got.push_back(r.id); });
+  auto m = b.on_missed([&](const missed_info& i) { missed.push_back(i.reason); });
+  for (int i = 0; i < 3; ++i) a.raise_raw("t", {{"n", i}}, raise_mode::globally);
+  b.poll_once();
+  REQUIRE(got == std::vector<std::int64_t>{1, 2, 3});
+  auto old_incarnation = incarnation_of(db);
+  {
+    queue c("sqlite:" + dir.file("other.db"), with_secret("c"));
+    for (int i = 0; i < 5; ++i) c.raise_raw("t", {{"other", i}}, raise_mode::globally);
+  }
+  sqlite_restore(db, dir.file("other.db"));
+  REQUIRE(incarnation_of(db) != old_incarnation);
+  b.poll_once();
+  REQUIRE(missed.size() == 1);
+  CHECK(missed[0].find("replaced or restored") != std::string::npos);
+  CHECK(missed[0].find(old_incarnation) != std::string::npos);
+  CHECK(got == std::vector<std::int64_t>{1, 2, 3});   // nothing of B taken for what follows 3
+  CHECK(b.cursor() == "5;db=" + incarnation_of(db));  // the stated point: B's newest event
+  auto next = a.raise_raw("t", {{"n", 3}}, raise_mode::globally);
+  b.poll_once();
+  b.poll_once();
+  CHECK(missed.size() == 1);
+  CHECK(got == std::vector<std::int64_t>{1, 2, 3, next});
+}
+
 TEST_CASE("rows deleted by hand in the middle of a page or a paged backlog give one Missed") {
-  for (std::size_t page_size : {std::size_t{500}, std::size_t{2}}) {
+  // Id 5 of 8 deleted. One page of 500: in the middle of it. Pages of 3: the backlog reads
+  // 1,2,3 then 4,6,7: in the middle of the second page, not at its start (where a check of
+  // each page's first row alone would see it).
+  for (std::size_t page_size : {std::size_t{500}, std::size_t{3}}) {
     CAPTURE(page_size);
     temp_dir dir;
     auto db = dir.file("e.db");
@@ -183,8 +312,8 @@ TEST_CASE("rows deleted by hand in the middle of a page or a paged backlog give 
     ob.page_size = page_size;
     queue b("sqlite:" + db, ob);
     std::vector<std::int64_t> ids;
-    for (int i = 0; i < 6; ++i) ids.push_back(a.raise_raw("t", {{"n", i}}, raise_mode::globally));
-    sqlite_exec(db, "DELETE FROM EventQueue WHERE Id = " + std::to_string(ids[2]));
+    for (int i = 0; i < 8; ++i) ids.push_back(a.raise_raw("t", {{"n", i}}, raise_mode::globally));
+    sqlite_exec(db, "DELETE FROM EventQueue WHERE Id = " + std::to_string(ids[4]));
     std::vector<std::int64_t> got;
     std::vector<std::string> missed;
     auto sub =
@@ -192,8 +321,9 @@ TEST_CASE("rows deleted by hand in the middle of a page or a paged backlog give 
     auto m = b.on_missed([&](const missed_info& i) { missed.push_back(i.reason); });
     b.poll_once();
     b.poll_once();
-    CHECK(missed.size() == 1);
-    CHECK(got == std::vector<std::int64_t>{ids[0], ids[1], ids[3], ids[4], ids[5]});
+    REQUIRE(missed.size() == 1);
+    CHECK(missed[0].find("between Id " + std::to_string(ids[4]) + " and") != std::string::npos);
+    CHECK(got == std::vector<std::int64_t>{ids[0], ids[1], ids[2], ids[3], ids[5], ids[6], ids[7]});
   }
 }
 

@@ -97,6 +97,18 @@ std::int64_t sqlite_int(const std::string& path, const std::string& sql) {
   return std::stoll(sqlite_text(path, sql));
 }
 
+void sqlite_restore(const std::string& path, const std::string& from) {
+  raw dest(path);
+  raw src(from);
+  sqlite3_backup* b = sqlite3_backup_init(dest.db, "main", src.db, "main");
+  if (!b) throw std::runtime_error("cannot restore " + path + ": " + sqlite3_errmsg(dest.db));
+  int rc = sqlite3_backup_step(b, -1);
+  sqlite3_backup_finish(b);
+  if (rc != SQLITE_DONE) {
+    throw std::runtime_error("restoring " + path + " from " + from + ": " + sqlite3_errstr(rc));
+  }
+}
+
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

@@ -51,6 +51,9 @@ options test_options(const std::string& instance, log_capture* logs = nullptr);
 void sqlite_exec(const std::string& path, const std::string& sql);
 std::int64_t sqlite_int(const std::string& path, const std::string& sql);
 std::string sqlite_text(const std::string& path, const std::string& sql);
+/// Replaces the content of the SQLite file `path` by that of `from`, as sqlite3's `.restore`
+/// does (the backup API): connections open on `path` see the new content at their next read.
+void sqlite_restore(const std::string& path, const std::string& from);
 
 /// Polls `pred` until true or `timeout`; returns the last result.
 bool wait_until(const std::function<bool()>& pred,

@@ -289,8 +289,10 @@ class storage {
   virtual std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) = 0;
 
   /// Removes the registry rows and stored cursors of instances whose lease expired before
-  /// `dead_before`. Returns how many instances were removed.
-  virtual std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) = 0;
+  /// bounds.hard_cutoff; a backend whose database has a clock of its own measures it as
+  /// bounds.max_age back from that clock, as delete_expired() does (see expiry). Returns how
+  /// many instances were removed.
+  virtual std::size_t remove_dead_instances(const expiry& bounds) = 0;
 };
 
 /// Opens the backend named by `url` (see queue::queue) and applies pending migrations, without

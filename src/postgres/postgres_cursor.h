@@ -52,7 +52,8 @@ std::string format_cursor(const parsed_cursor& c);
 
 /// One entry of EventQueueDeleted: a statement of transaction `deleter` deleted rows raised by
 /// `stamps` (only those the cursor had not seen are listed), or, with `below`, every row raised
-/// by a transaction below it (TRUNCATE, or a pruned record).
+/// by a transaction below it (TRUNCATE). Cleanup prunes entries past the hard maximum age and
+/// leaves nothing in their place: a cursor that had not read them by then is not told.
 struct deletion_record {
   std::uint64_t deleter = 0;
   std::optional<std::uint64_t> below;

@@ -401,15 +401,21 @@ std::size_t postgres_storage::delete_expired(const expiry& bounds, std::size_t m
   });
 }
 
-std::size_t postgres_storage::remove_dead_instances(system_clock::time_point dead_before) {
+std::size_t postgres_storage::remove_dead_instances(const expiry& bounds) {
   return on_admin("removing dead instances", [&](pqxx::connection& c) {
+    // Leases are the server's times: the cutoff is too (now() is the transaction's start, the
+    // same in both statements), so a cleanup host with a wrong clock cannot remove an instance
+    // early, which would make it start over from its start position.
+    auto max_age = ages_of(bounds).second;
     pqxx::work tx(c);
     tx.exec_params(
         "DELETE FROM Properties WHERE Key IN (SELECT 'EQStamp_' || Name FROM "
-        "EventQueueInstances WHERE LeaseUntil < $1::timestamptz)",
-        timestamptz(dead_before));
-    auto r = tx.exec_params("DELETE FROM EventQueueInstances WHERE LeaseUntil < $1::timestamptz",
-                            timestamptz(dead_before));
+        "EventQueueInstances WHERE LeaseUntil < now() - $1::bigint * interval '1 millisecond')",
+        max_age);
+    auto r = tx.exec_params(
+        "DELETE FROM EventQueueInstances WHERE LeaseUntil < now() - $1::bigint * interval "
+        "'1 millisecond'",
+        max_age);
     tx.commit();
     return static_cast<std::size_t>(r.affected_rows());
   });

@@ -99,7 +99,7 @@ class postgres_storage final : public storage {
                     std::string_view result) override;
   std::size_t count_expired(const expiry& bounds) override;
   std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) override;
-  std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
+  std::size_t remove_dead_instances(const expiry& bounds) override;
   void record_failures(std::span<const failure_record> failures) override;
   std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
 

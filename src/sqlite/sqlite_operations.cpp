@@ -22,12 +22,15 @@ std::optional<system_clock::time_point> time_column(const statement& s, int col)
 
 // Rows cleanup may delete: ?1 retention cutoff, ?2 hard cutoff, ?3 now. Every row after the
 // cursor of a live instance is kept (the instance reads every row, addressed to it or not, and
-// takes a gap in the Ids for deleted events: Missed); a cursor that is not a number keeps all.
+// takes a gap in the Ids for deleted events: Missed); a cursor whose Id (the digits before
+// ";db=", see parse_cursor()) is not a number keeps all.
 constexpr const char* k_expired_where =
     "e.Created < ?1 AND (e.Created < ?2 OR e.Id <= coalesce((SELECT "
-    "min(CASE WHEN p.Value GLOB '[0-9]*' AND p.Value NOT GLOB '*[^0-9]*' "
-    "THEN CAST(p.Value AS INTEGER) ELSE 0 END) "
-    "FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
+    "min(CASE WHEN c.Pos GLOB '[0-9]*' AND c.Pos NOT GLOB '*[^0-9]*' "
+    "THEN CAST(c.Pos AS INTEGER) ELSE 0 END) "
+    "FROM EventQueueInstances i JOIN (SELECT Key, "
+    "substr(Value, 1, instr(Value || ';', ';') - 1) AS Pos FROM Properties) c "
+    "ON c.Key = 'EQStamp_' || i.Name "
     "WHERE i.LeaseUntil > ?3), 9223372036854775807))";
 
 }  // namespace
@@ -202,13 +205,15 @@ std::vector<control_request> sqlite_storage::control_requests(std::size_t recent
 std::string sqlite_storage::cursor_before(system_clock::time_point since) {
   {
     std::lock_guard lk(m_read_mutex);
-    statement s(m_reader, "SELECT min(Id) - 1 FROM EventQueue WHERE Created >= ?1");
+    statement s(m_reader,
+                "SELECT (SELECT min(Id) - 1 FROM EventQueue WHERE Created >= ?1), "
+                "(SELECT Value FROM Properties WHERE Key = 'EQIncarnation')");
     s.bind(1, utc(since));
     s.step();
     if (!s.is_null(0)) {
-      auto id = s.int64(0);
+      auto cursor = format_cursor(s.int64(0), checked_incarnation(s.text_view(1)));
       s.reset();
-      return std::to_string(id);
+      return cursor;
     }
     s.reset();
   }
@@ -376,8 +381,8 @@ std::size_t sqlite_storage::delete_expired(const expiry& bounds, std::size_t max
   return n;
 }
 
-std::size_t sqlite_storage::remove_dead_instances(system_clock::time_point dead_before) {
-  auto cutoff = utc(dead_before);
+std::size_t sqlite_storage::remove_dead_instances(const expiry& bounds) {
+  auto cutoff = utc(bounds.hard_cutoff);  // this host's clock is the file's only one
   std::lock_guard lk(m_write_mutex);
   write_transaction tx(m_writer);
   statement cursors(m_writer,

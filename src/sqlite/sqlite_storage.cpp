@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "migrations.h"
 #include "util.h"
@@ -26,11 +27,48 @@ constexpr const char* k_columns =
     "SELECT Id, EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, Created, "
     "KeyId, Signature FROM EventQueue ";
 
+// Scalar subqueries, so that a statement reads them in the snapshot of its other columns.
+constexpr const char* k_sequence = "(SELECT seq FROM sqlite_sequence WHERE name = 'EventQueue')";
+constexpr const char* k_incarnation = "(SELECT Value FROM Properties WHERE Key = 'EQIncarnation')";
+
 }  // namespace
+
+std::string checked_incarnation(std::string_view value) {
+  if (value.empty() || value.size() > 64) return {};
+  for (char ch : value) {
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return {};
+  }
+  return std::string(value);
+}
+
+std::optional<cursor_position> parse_cursor(std::string_view text) {
+  auto semi = text.find(';');
+  auto id = detail::parse_int64(text.substr(0, semi));
+  if (!id || *id < 0) return std::nullopt;
+  cursor_position c;
+  c.id = *id;
+  if (semi != std::string_view::npos) {
+    std::string_view rest = text.substr(semi + 1);
+    if (rest.rfind("db=", 0) != 0) return std::nullopt;
+    c.incarnation = checked_incarnation(rest.substr(3));
+    if (c.incarnation.empty()) return std::nullopt;
+  }
+  return c;
+}
+
+std::string format_cursor(std::int64_t id, std::string_view incarnation) {
+  std::string s = std::to_string(id);
+  if (!incarnation.empty()) {
+    s += ";db=";
+    s += incarnation;
+  }
+  return s;
+}
 
 sqlite_storage::sqlite_storage(const std::string& path, const options& opts, bool watch)
     : m_path(path),
       m_check_interval(opts.change_check_interval),
+      m_logger(opts.logger),
       m_writer(path, opts.busy_timeout),
       m_reader(path, opts.busy_timeout) {
   migrate();
@@ -46,20 +84,21 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts, boo
     for (std::size_t i = 0; i < size; ++i) rows += i ? ",(?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?)";
     m_insert_chunks.emplace_back(size, std::make_unique<statement>(m_writer, insert + rows));
   }
-  // One statement, so one snapshot and one query per poll: the page, then a last row that
-  // carries only the sequence (the newest Id ever given), which tells deleted rows from no rows.
-  m_select_page = std::make_unique<statement>(
-      m_reader, "SELECT * FROM (" + std::string(k_columns) +
-                    "WHERE Id > ?1 ORDER BY Id LIMIT ?2) "
-                    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, seq "
-                    "FROM sqlite_sequence WHERE name = 'EventQueue'");
-  // While draining a backlog (the previous page was full) the page alone: rows are expected,
-  // and the sequence is only needed when there are none.
-  m_select_page_only = std::make_unique<statement>(
-      m_reader, std::string(k_columns) + "WHERE Id > ?1 ORDER BY Id LIMIT ?2");
-  m_select_seq = std::make_unique<statement>(
-      m_reader, "SELECT seq FROM sqlite_sequence WHERE name = 'EventQueue'");
-  m_select_min = std::make_unique<statement>(m_reader, "SELECT min(Id) FROM EventQueue");
+  // One statement, so one snapshot and one query per poll: the page, then a last row (Id NULL)
+  // that carries the file's incarnation and the sequence (the newest Id ever given), which
+  // tells deleted rows from no rows.
+  const std::string page = "SELECT * FROM (" + std::string(k_columns) +
+                           "WHERE Id > ?1 ORDER BY Id LIMIT ?2) UNION ALL SELECT NULL, " +
+                           k_incarnation + ", NULL, NULL, NULL, NULL, NULL, NULL, ";
+  m_select_page = std::make_unique<statement>(m_reader, page + k_sequence);
+  // While draining a backlog (the previous page was full) the page and the incarnation: rows
+  // are expected, and the sequence is only needed when there are none.
+  m_select_page_only = std::make_unique<statement>(m_reader, page + "NULL");
+  m_select_head = std::make_unique<statement>(
+      m_reader, std::string("SELECT ") + k_sequence + ", " + k_incarnation);
+  m_select_oldest = std::make_unique<statement>(
+      m_reader,
+      std::string("SELECT (SELECT min(Id) FROM EventQueue), ") + k_sequence + ", " + k_incarnation);
   m_get_property =
       std::make_unique<statement>(m_reader, "SELECT Value FROM Properties WHERE Key = ?1");
   m_set_property =
@@ -109,6 +148,14 @@ void sqlite_storage::migrate() {
                     ": upgrade the application (or the eventq command) to a newer eventq; "
                     "nothing was changed");
   }
+  if (version == newest) {
+    tx.commit();
+    return;
+  }
+  // A migration that meets stored rows breaking a new rule writes what to tell the operator
+  // here (SQLite has no RAISE WARNING); logged once the migrations committed.
+  m_writer.exec(
+      "CREATE TEMP TABLE IF NOT EXISTS eventq_migration_warnings (Message TEXT NOT NULL)");
   statement record(m_writer,
                    "INSERT INTO EventQueueSchema (Version, Description, AppliedAt) VALUES "
                    "(?1, ?2, ?3)");
@@ -120,7 +167,16 @@ void sqlite_storage::migrate() {
         .bind(3, detail::format_utc(std::chrono::system_clock::now()))
         .run();
   }
+  std::vector<std::string> warnings;
+  {
+    statement read(m_writer, "SELECT Message FROM temp.eventq_migration_warnings ORDER BY rowid");
+    while (read.step()) warnings.push_back(read.text(0));
+  }
+  m_writer.exec("DROP TABLE temp.eventq_migration_warnings");
   tx.commit();
+  if (m_logger) {
+    for (const auto& w : warnings) m_logger(log_level::warning, w);
+  }
 }
 
 namespace {
@@ -209,25 +265,28 @@ std::vector<std::int64_t> sqlite_storage::append(std::span<const event_record> e
   return ids;
 }
 
-std::int64_t sqlite_storage::sequence_locked() {
-  std::int64_t seq = m_select_seq->step() ? m_select_seq->int64(0) : 0;
-  m_select_seq->reset();
-  return seq;
+std::pair<std::int64_t, std::string> sqlite_storage::head_locked() {
+  m_select_head->step();
+  std::pair<std::int64_t, std::string> out{m_select_head->int64(0),  // NULL (no row yet): 0
+                                           checked_incarnation(m_select_head->text_view(1))};
+  m_select_head->reset();
+  return out;
 }
 
 std::string sqlite_storage::head_cursor() {
   std::lock_guard lk(m_read_mutex);
-  return std::to_string(sequence_locked());
+  auto [seq, incarnation] = head_locked();
+  return format_cursor(seq, incarnation);
 }
 
 std::string sqlite_storage::oldest_cursor() {
   std::lock_guard lk(m_read_mutex);
-  read_transaction snapshot(m_reader);  // min(Id) and the sequence from one snapshot
-  m_select_min->step();
-  bool empty = m_select_min->is_null(0);
-  std::int64_t min_id = m_select_min->int64(0);
-  m_select_min->reset();
-  return std::to_string(empty ? sequence_locked() : min_id - 1);
+  m_select_oldest->step();  // min(Id) and the sequence from one snapshot
+  bool empty = m_select_oldest->is_null(0);
+  std::int64_t at = empty ? m_select_oldest->int64(1) : m_select_oldest->int64(0) - 1;
+  auto incarnation = checked_incarnation(m_select_oldest->text_view(2));
+  m_select_oldest->reset();
+  return format_cursor(at, incarnation);
 }
 
 std::optional<std::string> sqlite_storage::load_cursor(std::string_view instance) {
@@ -267,36 +326,44 @@ void sqlite_storage::store_cursor(std::string_view instance, std::string_view cu
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::lock_guard lk(m_read_mutex);
   read_result out;
-  auto parsed = detail::parse_int64(cursor);
+  auto parsed = parse_cursor(cursor);
   std::int64_t cur;
-  if (!parsed || *parsed < 0) {
-    cur = sequence_locked();
+  if (!parsed) {
+    cur = head_locked().first;
     out.missed = "stored cursor '" + std::string(cursor.substr(0, 40)) +
                  "' is not an event Id; continuing from the newest event (Id " +
                  std::to_string(cur) + ")";
   } else {
-    cur = *parsed;
+    cur = parsed->id;
   }
-  // The page and the sequence come from one statement, so from one snapshot: were they read
-  // apart, a commit in between would look like deleted rows and the cursor would jump over it.
+  // The page, the incarnation and the sequence come from one statement, so from one snapshot:
+  // were they read apart, a commit in between would look like deleted rows and the cursor
+  // would jump over it.
   std::int64_t last = cur;
   std::int64_t seq = 0;  // no sqlite_sequence row yet: no event was ever raised
   bool seq_seen = false;
+  bool trailer_seen = false;
+  std::string incarnation;  // the file's; "" when it has none (before schema 7)
   std::size_t scanned = 0;
   std::int64_t first_gap = -1;  // the first deleted Id inside the page
   std::int64_t gap_rows = 0;
   // Draining, the page alone; should it be empty after all, it is read again with the sequence.
   for (bool page_only = m_draining;; page_only = false) {
     auto& s = page_only ? *m_select_page_only : *m_select_page;
+    trailer_seen = false;
     s.bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
     while (s.step()) {
       if (s.is_null(0)) {
-        seq = s.int64(8);
-        seq_seen = true;
+        trailer_seen = true;
+        incarnation = checked_incarnation(s.text_view(1));
+        if (!page_only) {
+          seq = s.int64(8);  // NULL (no event ever raised): 0
+          seq_seen = true;
+        }
         continue;
       }
       auto id = s.int64(0);
-      if (seq_seen || id <= last) {
+      if (trailer_seen || id <= last) {
         s.reset();
         throw error(errc::database_error,
                     "SQLite returned the page after Id " + std::to_string(cur) +
@@ -332,6 +399,22 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
     s.reset();
     if (scanned > 0 || !page_only) break;
   }
+  // A cursor read from another database: its Ids name other events here (after a restore of
+  // an older copy or a fresh file, Ids are given again), so nothing after it can be trusted.
+  // Missed once, then the newest event of this file.
+  if (parsed && !parsed->incarnation.empty() && parsed->incarnation != incarnation) {
+    if (!seq_seen) std::tie(seq, incarnation) = head_locked();
+    out.events.clear();
+    out.missed = "stored cursor '" + std::string(cursor.substr(0, 80)) +
+                 "' belongs to another database (incarnation " + parsed->incarnation +
+                 ", this file's is " + (incarnation.empty() ? "none" : incarnation) +
+                 "): the SQLite file was replaced or restored from a backup, and its Ids name "
+                 "other events; continuing from the newest event (Id " +
+                 std::to_string(seq) + ")";
+    out.next_cursor = format_cursor(seq, incarnation);
+    m_draining = false;
+    return out;
+  }
   m_draining = scanned == limit;
   if (first_gap >= 0 && !out.missed) {
     out.missed = std::to_string(gap_rows) + " event" + (gap_rows == 1 ? "" : "s") + " between Id " +
@@ -355,7 +438,7 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
       last = seq;
     }
   }
-  out.next_cursor = std::to_string(last);
+  out.next_cursor = format_cursor(last, incarnation);
   out.more = scanned == limit;
   return out;
 }

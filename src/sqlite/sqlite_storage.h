@@ -2,9 +2,12 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -14,6 +17,21 @@
 #include "sqlite/sqlite_db.h"
 
 namespace eventq::sqlite {
+
+/// A stored SQLite cursor: "<Id>" (eventq before schema 7) or "<Id>;db=<incarnation>", the Id of
+/// the last event processed and the incarnation of the file it was read from (Properties
+/// 'EQIncarnation', created by migration 0007; another database has another one).
+struct cursor_position {
+  std::int64_t id = 0;
+  std::string incarnation;  ///< "" in cursors from before schema 7
+};
+
+/// nullopt for anything format_cursor() does not write (a negative Id included).
+std::optional<cursor_position> parse_cursor(std::string_view text);
+/// "<id>;db=<incarnation>", or "<id>" when `incarnation` is "" (unknown).
+std::string format_cursor(std::int64_t id, std::string_view incarnation);
+/// `value` when it is an incarnation format_cursor() may write (1 to 64 of [0-9a-f]), else "".
+std::string checked_incarnation(std::string_view value);
 
 /// storage over an SQLite file in WAL mode. Two connections: the writer (raises, cleanup,
 /// migrations), and the reader (the poller's reads, cursor stores and change checks; the
@@ -65,7 +83,7 @@ class sqlite_storage final : public storage {
                     std::string_view result) override;
   std::size_t count_expired(const expiry& bounds) override;
   std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) override;
-  std::size_t remove_dead_instances(std::chrono::system_clock::time_point dead_before) override;
+  std::size_t remove_dead_instances(const expiry& bounds) override;
   void record_failures(std::span<const failure_record> failures) override;
   std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
 
@@ -78,11 +96,13 @@ class sqlite_storage final : public storage {
   bool claim_instance(const instance_registration& who, std::chrono::milliseconds lease,
                       std::int64_t dead_pid);
   void migrate();
-  std::int64_t sequence_locked();  // REQUIRES: m_read_mutex held
+  // The sequence (the newest Id ever given) and the file's incarnation, from one snapshot.
+  std::pair<std::int64_t, std::string> head_locked();  // REQUIRES: m_read_mutex held
   bool data_version_changed();
 
   std::string m_path;
   std::chrono::milliseconds m_check_interval;
+  log_function m_logger;  // what migrations report
 
   std::mutex m_write_mutex;
   connection m_writer;
@@ -95,8 +115,8 @@ class sqlite_storage final : public storage {
   std::unique_ptr<statement> m_select_page;       // the page and the sequence, one snapshot
   std::unique_ptr<statement> m_select_page_only;  // the page alone, while draining
   bool m_draining = false;                        // the latest page was full (m_read_mutex)
-  std::unique_ptr<statement> m_select_seq;
-  std::unique_ptr<statement> m_select_min;
+  std::unique_ptr<statement> m_select_head;       // the sequence and the incarnation
+  std::unique_ptr<statement> m_select_oldest;     // min(Id), the sequence and the incarnation
   std::unique_ptr<statement> m_get_property;
   std::unique_ptr<statement> m_set_property;
   std::unique_ptr<statement> m_data_version;
