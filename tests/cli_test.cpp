@@ -443,4 +443,5 @@ TEST_CASE("failures lists the events a session's listener gave up on") {
   auto none = eventq_cmd({"failures", "--db", db.url, "--instance", "someone-else"});
   CHECK(none.code == 0);
   CHECK(none.out.empty());
+  CHECK(open_storage(db.url, test_options("tools"))->failure_count() == 1);  // the status page's
 }
