@@ -187,9 +187,11 @@ TEST_CASE("resync and replay reach a live instance in another process; a dead on
   // The peer's lease is 1 s: it renews, and takes requests, every 333 ms.
   child_process consumer({peer_program(), "consume", db.url, "web-01", ids});
   auto tools = open_storage(db.url, test_options("tools"));
+  // Live and with its start cursor stored: it registers first, then takes the head, and ticks
+  // raised in between would fall before its start.
   REQUIRE(wait_until([&] {
     for (const auto& i : tools->instances())
-      if (i.name == "web-01" && i.live) return true;
+      if (i.name == "web-01" && i.live && i.cursor) return true;
     return false;
   }));
   for (int i = 0; i < 3; ++i) raiser.raise_raw("tick", {{"n", i}}, raise_mode::globally);
