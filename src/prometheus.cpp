@@ -195,6 +195,11 @@ void write_prometheus(std::ostream& out, const farm_status& status) {
          "Retained rows that instances refuse (bad signature, malformed...), up to the listed "
          "maximum.");
   out << "eventq_rejected_rows " << status.rejected.size() << '\n';
+  if (status.failures_total) {
+    family(out, "eventq_failures", "gauge",
+           "Rows in EventQueueFailures: events that sessions' listeners gave up on.");
+    out << "eventq_failures " << *status.failures_total << '\n';
+  }
   if (!status.events_per_minute.empty()) {
     std::int64_t hour = 0;
     for (auto n : status.events_per_minute) hour += n;

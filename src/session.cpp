@@ -113,4 +113,9 @@ std::vector<failure_record> storage::failures(std::size_t, std::string_view) {
                                           "' storage backend cannot keep failure records");
 }
 
+std::int64_t storage::failure_count() {
+  throw error(errc::invalid_argument, "the '" + std::string(backend_name()) +
+                                          "' storage backend cannot keep failure records");
+}
+
 }  // namespace eventq

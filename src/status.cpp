@@ -1,5 +1,5 @@
 // The farm at a glance (eventq/status.h): one read of the registry, the lag, the rows per type
-// and per minute, and the refused rows, for `eventq serve`.
+// and per minute, the refused rows and the handler failures, for `eventq serve`.
 #include "eventq/status.h"
 
 #include <mutex>
@@ -163,6 +163,13 @@ farm_status status_reader::read() {
                    std::chrono::minutes(minutes);
   out.events_per_minute = s.events_per_minute(out.chart_from, minutes);
   out.control = s.control_requests(m_impl->settings.recent_requests);
+  try {
+    out.failures = s.failures(m_impl->settings.max_failures, "");
+    out.failures_total = s.failure_count();
+  } catch (const error& e) {
+    // The storage defaults: a backend that keeps no failure records has none to show.
+    if (e.code() != errc::invalid_argument) throw;
+  }
   auto now = std::chrono::steady_clock::now();
   if (!m_impl->rejected_at || now - *m_impl->rejected_at >= m_impl->settings.rejected_refresh) {
     m_impl->rejected = find_rejected_rows(s, m_impl->opts, m_impl->settings.max_rejected);
@@ -210,6 +217,17 @@ nlohmann::json status_json(const farm_status& st) {
                        {"done", iso_or_null(c.done)},
                        {"result", c.result}});
   }
+  nlohmann::json failures = nlohmann::json::array();
+  for (const auto& f : st.failures) {
+    failures.push_back({{"id", f.id},
+                        {"failed_at", iso(f.failed_at)},
+                        {"instance", f.instance},
+                        {"session", f.session},
+                        {"event_id", f.event_id},
+                        {"type", f.event_type},
+                        {"attempts", f.attempts},
+                        {"error", f.error}});
+  }
   nlohmann::json rejected = nlohmann::json::array();
   for (const auto& r : st.rejected) {
     rejected.push_back({{"id", r.row.id},
@@ -235,7 +253,9 @@ nlohmann::json status_json(const farm_status& st) {
           {"events_per_minute", {{"from", iso(st.chart_from)}, {"counts", st.events_per_minute}}},
           {"rejected", rejected},
           {"rejected_checked", iso(st.rejected_checked)},
-          {"control_requests", control}};
+          {"control_requests", control},
+          {"failures", failures},
+          {"failures_total", or_null(st.failures_total)}};
 }
 
 }  // namespace eventq

@@ -187,9 +187,11 @@ TEST_CASE("resync and replay reach a live instance in another process; a dead on
   // The peer's lease is 1 s: it renews, and takes requests, every 333 ms.
   child_process consumer({peer_program(), "consume", db.url, "web-01", ids});
   auto tools = open_storage(db.url, test_options("tools"));
+  // Live and with its start cursor stored: it registers first, then takes the head, and ticks
+  // raised in between would fall before its start.
   REQUIRE(wait_until([&] {
     for (const auto& i : tools->instances())
-      if (i.name == "web-01" && i.live) return true;
+      if (i.name == "web-01" && i.live && i.cursor) return true;
     return false;
   }));
   for (int i = 0; i < 3; ++i) raiser.raise_raw("tick", {{"n", i}}, raise_mode::globally);
@@ -222,8 +224,11 @@ TEST_CASE("resync and replay reach a live instance in another process; a dead on
   CHECK(requests[0].done.has_value());
   CHECK(requests[1].result.find("replaying") == 0);
   for (const auto& c : requests) {
+    REQUIRE(c.picked_up.has_value());
     REQUIRE(c.done.has_value());
-    // Taken at the next renewal (lease/3 = 333 ms), carried out at the next poll (100 ms).
+    // Taken at the next renewal, within lease/3 (333 ms; 300 ms more for a loaded CI), then
+    // carried out at the next poll (100 ms).
+    CHECK(*c.picked_up - c.requested < 333ms + 300ms);
     CHECK(*c.done - c.requested < 1500ms);
   }
   // The instance reported its counters at a renewal.
@@ -242,6 +247,17 @@ TEST_CASE("resync and replay reach a live instance in another process; a dead on
 
   raiser.raise_raw("stop", nlohmann::json::object(), raise_mode::globally);
   CHECK(consumer.wait(10s) == std::optional<int>(0));
+  // Registered, then its process exited: still in the registry, no longer live, refused.
+  REQUIRE(wait_until([&] {
+    for (const auto& i : tools->instances())
+      if (i.name == "web-01" && !i.live) return true;
+    return false;
+  }));
+  auto stopped = eventq_cmd({"resync", "--db", db.url, "--instance", "web-01"});
+  CHECK(stopped.code == 1);
+  CHECK(one_line_error(stopped));
+  CHECK(stopped.err.find("'web-01' is not live") != std::string::npos);
+  CHECK(tools->control_requests(10).size() == 2);  // nothing was stored
 }
 
 TEST_CASE("eventq --version names the library's version, without a database") {
@@ -443,4 +459,5 @@ TEST_CASE("failures lists the events a session's listener gave up on") {
   auto none = eventq_cmd({"failures", "--db", db.url, "--instance", "someone-else"});
   CHECK(none.code == 0);
   CHECK(none.out.empty());
+  CHECK(open_storage(db.url, test_options("tools"))->failure_count() == 1);  // the status page's
 }

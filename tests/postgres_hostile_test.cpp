@@ -314,9 +314,10 @@ TEST_CASE("after pg_dump and a restore into a fresh cluster: one Missed, not one
                        pg::server_url() + "'")
                           .c_str()) == 0);
   const std::string out = dir.file("out");
-  const std::string cmd = "'" + std::string(EVENTQ_SOURCE_DIR) +
-                          "/scripts/with-postgres' sh -c '\"$EVENTQ_TEST_PG_BIN/psql\" -X -q -v "
-                          "ON_ERROR_STOP=1 -f " +
+  // Not "'" + std::string(...): GCC 12 at -O2 warns (-Wrestrict) inside that operator+.
+  const std::string cmd = std::string("'" EVENTQ_SOURCE_DIR
+                                      "/scripts/with-postgres' sh -c '\"$EVENTQ_TEST_PG_BIN/psql\" "
+                                      "-X -q -v ON_ERROR_STOP=1 -f ") +
                           dump + " \"$EVENTQ_TEST_PG_URL\" >/dev/null && " + peer_program() +
                           " missed \"$EVENTQ_TEST_PG_URL?schema=" + schema + "\" b 5' > " + out +
                           " 2>" + dir.file("err");

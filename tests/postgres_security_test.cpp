@@ -483,6 +483,30 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     }
   }
 
+  SUBCASE("operator: asks a live app instance to resync, and the instance picks it up") {
+    auto o = with_secret("web1");
+    o.lease = 600ms;  // takes requests at each renewal, every 200 ms
+    queue w1(url_as(app, schema), o);
+    std::atomic<int> resyncs{0};
+    auto sub = w1.on_missed([&](const missed_info& m) {
+      if (m.reason == "resync requested by an operator") ++resyncs;
+    });
+    w1.start();
+    auto operations = open_storage(url_as(op, schema), test_options("operator"));
+    control_request r;
+    r.instance = "web1";
+    r.action = control_action::resync;
+    r.requested_by = "postgres_security_test";
+    auto id = operations->add_control_request(r);
+    CHECK(wait_until([&] { return resyncs == 1; }));
+    CHECK(wait_until([&] {
+      for (const auto& c : operations->control_requests(10))
+        if (c.id == id && c.done) return c.result.rfind("resynced", 0) == 0;
+      return false;
+    }));
+    CHECK(w1.stats().lease_renewal_failures == 0);
+  }
+
   SUBCASE("cleanup: deletes old events, and the trigger records it; cannot raise") {
     queue w1(url_as(app, schema), with_secret("web1"));
     w1.raise_raw("t", nlohmann::json::object(), raise_mode::both);

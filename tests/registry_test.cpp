@@ -560,7 +560,10 @@ std::string shell_quote(const std::string& s) {
 cli_result eventq_cmd(const std::vector<std::string>& args) {
   temp_dir dir;
   std::string cmd = shell_quote(EVENTQ_CLI);
-  for (const auto& a : args) cmd += " " + shell_quote(a);
+  for (const auto& a : args) {
+    cmd += ' ';  // not " " + shell_quote(a): GCC 12 at -O2 warns (-Wrestrict) inside that operator+
+    cmd += shell_quote(a);
+  }
   cmd += " 2>" + dir.file("err");
   cli_result r;
   std::FILE* p = popen(cmd.c_str(), "r");

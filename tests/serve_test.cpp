@@ -94,6 +94,20 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
   r.since = std::chrono::system_clock::now() - 1h;
   r.requested_by = "serve_test";
   auto request_id = tools->add_control_request(r);
+  // Handler failures as a session records them: 20 plain, then a hostile one (not UTF-8 either).
+  std::vector<failure_record> failed(21);
+  for (std::size_t i = 0; i < failed.size(); ++i) {
+    failed[i].instance = "web-fast";
+    failed[i].session = "search-index";
+    failed[i].event_id = static_cast<std::int64_t>(i) + 1;
+    failed[i].event_type = "page.changed";
+    failed[i].error = "listener down";
+    failed[i].attempts = 3;
+    failed[i].failed_at = std::chrono::system_clock::now();
+  }
+  failed.back().event_type = "<script>alert(2)</script>";
+  failed.back().error = "<img src=x onerror=alert(3)> \xff";
+  tools->record_failures(failed);
 
   server srv({"serve", "--db", db, "--listen", "127.0.0.1:0"});
   REQUIRE_MESSAGE(srv.port > 0, srv.err());
@@ -108,6 +122,21 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
       std::regex("<tr[^>]*data-instance=\"web-slow\"[^>]*>.*?<td class=\"n behind\">1,201</td>")));
   CHECK(dom.find("&lt;script&gt;alert(1)&lt;/script&gt;") != std::string::npos);
   CHECK(dom.find("<script") == std::string::npos);  // no element was made of it
+  CHECK(dom.find("<img") == std::string::npos);
+  // The latest 20 of the 21 failures, newest first, the hostile one as text (\xff as U+FFFD).
+  CHECK(dom.find(
+            "<p class=\"meta\" id=\"failures-total\">21 in EventQueueFailures, the latest 20 ") !=
+        std::string::npos);
+  CHECK(std::regex_search(
+      dom, std::regex("<table id=\"failures\">[\\s\\S]*?<td>web-fast</td><td>search-index</td>"
+                      "<td class=\"n\">21</td><td>&lt;script&gt;alert\\(2\\)&lt;/script&gt;</td>"
+                      "<td class=\"n\">3</td><td>&lt;img src=x onerror=alert\\(3\\)&gt; "
+                      "\xEF\xBF\xBD</td>")));
+  std::size_t failure_rows = 0;
+  for (auto at = dom.find("<td>search-index</td>"); at != std::string::npos;
+       at = dom.find("<td>search-index</td>", at + 1))
+    ++failure_rows;
+  CHECK(failure_rows == 20);
   CHECK(dom.find("<svg id=\"chart\"") != std::string::npos);
   // Counters as web-fast reported them (it delivered none: nobody subscribed), and the request.
   CHECK(std::regex_search(dom, std::regex("data-instance=\"web-fast\".*?<td class=\"n "
@@ -141,6 +170,7 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
         std::string::npos);
   CHECK(metrics->body.find("eventq_instance_delivered_total{instance=\"web-fast\"} 0\n") !=
         std::string::npos);
+  CHECK(metrics->body.find("\neventq_failures 21\n") != std::string::npos);
 
   auto status = http.Get("/api/status");
   REQUIRE(status);
@@ -152,6 +182,12 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
   CHECK(j.at("instances")[1].at("counters").at("polls") == 1);
   REQUIRE(j.at("control_requests").size() == 1);
   CHECK(j.at("control_requests")[0].at("action") == "replay");
+  CHECK(j.at("failures_total") == 21);
+  REQUIRE(j.at("failures").size() == 20);
+  CHECK(j.at("failures")[0].at("event_id") == 21);
+  CHECK(j.at("failures")[0].at("type") == "<script>alert(2)</script>");
+  CHECK(j.at("failures")[0].at("error") == "<img src=x onerror=alert(3)> \xEF\xBF\xBD");
+  CHECK(j.at("failures")[19].at("event_id") == 2);
 
   srv.proc->kill(SIGTERM);
   CHECK(srv.proc->wait(5s) == std::optional<int>(0));

@@ -1,6 +1,6 @@
 // eventq/status.h — the farm at a glance: what `eventq serve` shows on its status page, at
 // /metrics and at /api/status, read from the database (registry, lag, rows per type, the last
-// cleanup, refused rows, events per minute).
+// cleanup, refused rows, handler failures, events per minute).
 #pragma once
 
 #include <chrono>
@@ -41,6 +41,12 @@ struct farm_status {
   /// Operator requests (eventq resync / replay): the pending ones and the latest others,
   /// newest first.
   std::vector<control_request> control;
+  /// Events sessions' listeners gave up on (storage::failures), newest first, at most
+  /// status_settings::max_failures; empty when the backend keeps no failure records.
+  std::vector<failure_record> failures;
+  /// All rows of EventQueueFailures (storage::failure_count); nullopt when the backend keeps
+  /// no failure records.
+  std::optional<std::int64_t> failures_total;
 };
 
 /// How a status_reader reads.
@@ -51,6 +57,8 @@ struct status_settings {
   std::size_t recent_requests = 20;
   /// At most this many refused rows are listed.
   std::size_t max_rejected = 50;
+  /// At most this many of the latest handler failures are listed.
+  std::size_t max_failures = 20;
   /// The refused-rows scan reads every retained row: it is repeated at most this often.
   std::chrono::seconds rejected_refresh{std::chrono::seconds(60)};
 };

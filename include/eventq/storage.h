@@ -196,6 +196,10 @@ class storage {
   /// The latest `limit` failure records, newest first; only those of `instance` unless it is
   /// empty. The default throws errc::invalid_argument.
   virtual std::vector<failure_record> failures(std::size_t limit, std::string_view instance);
+
+  /// How many failure records there are, of every instance (a count of the table: the status
+  /// page and /metrics read it). The default throws errc::invalid_argument.
+  virtual std::int64_t failure_count();
   // ---- operations: schema, instance registry, task leases, cleanup, statistics ----
   // Lease times are judged by the database's clock where it has one (PostgreSQL's now()), so
   // instances on hosts with skewed clocks agree on who is live.

@@ -111,7 +111,11 @@ int serve(status_reader& reader, const serve_settings& s, const std::atomic<bool
   });
   svr.Get("/api/status", [&](const httplib::Request&, httplib::Response& res) {
     if (auto st = read(res)) {
-      res.set_content(status_json(*st).dump(2) + "\n", "application/json");
+      // Texts from the tables (listeners' error messages above all) need not be UTF-8: replaced,
+      // not thrown on.
+      res.set_content(
+          status_json(*st).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+          "application/json");
     }
   });
 

@@ -150,6 +150,31 @@ void control_table(std::string& h, const farm_status& st) {
   h += "</table>\n";
 }
 
+void failures_table(std::string& h, const farm_status& st) {
+  h += "<h2>Handler failures</h2>\n";
+  if (st.failures.empty()) {
+    h += st.failures_total ? "<p class=\"empty\" id=\"failures-none\">None: no session's listener "
+                             "gave up on an event.</p>\n"
+                           : "<p class=\"empty\">This backend keeps no failure records.</p>\n";
+    return;
+  }
+  if (st.failures_total) {
+    h += "<p class=\"meta\" id=\"failures-total\">" + grouped(*st.failures_total) +
+         " in EventQueueFailures, the latest " + std::to_string(st.failures.size()) +
+         " below (eventq failures lists more)</p>\n";
+  }
+  h += "<table id=\"failures\"><tr><th>failed</th><th>instance</th><th>session</th>"
+       "<th>event id</th><th>event type</th><th>attempts</th><th>error</th></tr>\n";
+  for (const auto& f : st.failures) {
+    h += "<tr class=\"bad\"><td>" + iso_time(f.failed_at) + "</td><td>" + html_escape(f.instance) +
+         "</td><td>" + html_escape(f.session) + "</td><td class=\"n\">" +
+         std::to_string(f.event_id) + "</td><td>" + html_escape(f.event_type) +
+         "</td><td class=\"n\">" + std::to_string(f.attempts) + "</td><td>" + html_escape(f.error) +
+         "</td></tr>\n";
+  }
+  h += "</table>\n";
+}
+
 void rejected_table(std::string& h, const farm_status& st) {
   h += "<h2>Rows that instances refuse</h2>\n<p class=\"meta\">checked " +
        iso_time(st.rejected_checked) + "</p>\n";
@@ -225,6 +250,7 @@ std::string render_status_page(const farm_status& st, int refresh_seconds) {
   chart(h, st);
   types_table(h, st);
   control_table(h, st);
+  failures_table(h, st);
   rejected_table(h, st);
   h += "</body></html>\n";
   return h;

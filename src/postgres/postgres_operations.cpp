@@ -464,6 +464,13 @@ std::vector<failure_record> postgres_storage::failures(std::size_t limit,
   });
 }
 
+std::int64_t postgres_storage::failure_count() {
+  return on_admin("counting failed events", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return tx.exec1("SELECT count(*) FROM EventQueueFailures")[0].as<std::int64_t>();
+  });
+}
+
 #undef EVENTQ_US
 
 }  // namespace eventq::postgres

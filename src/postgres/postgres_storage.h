@@ -102,6 +102,7 @@ class postgres_storage final : public storage {
   std::size_t remove_dead_instances(const expiry& bounds) override;
   void record_failures(std::span<const failure_record> failures) override;
   std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
+  std::int64_t failure_count() override;
 
  private:
   // register_instance(), and take_over_instance() when dead_pid > 0: returns false (instead of

@@ -439,4 +439,10 @@ std::vector<failure_record> sqlite_storage::failures(std::size_t limit, std::str
   return out;
 }
 
+std::int64_t sqlite_storage::failure_count() {
+  std::lock_guard lk(m_read_mutex);
+  statement s(m_reader, "SELECT count(*) FROM EventQueueFailures");
+  return s.step() ? s.int64(0) : 0;
+}
+
 }  // namespace eventq::sqlite

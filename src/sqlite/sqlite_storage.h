@@ -86,6 +86,7 @@ class sqlite_storage final : public storage {
   std::size_t remove_dead_instances(const expiry& bounds) override;
   void record_failures(std::span<const failure_record> failures) override;
   std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
+  std::int64_t failure_count() override;
 
   /// Called by another storage of this process on the same file after it committed events.
   void notify_change();
