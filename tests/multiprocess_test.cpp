@@ -182,6 +182,11 @@ TEST_CASE("a session consumer SIGKILLed at random while events are raised handle
   std::int64_t missing = 0;
   auto first =
       sqlite_int(dir.file("e.db"), "SELECT min(Id) FROM EventQueue WHERE EventType = 'tick'");
-  for (std::int64_t id = first; id < first + raised; ++id) missing += handled.count(id) == 0;
+  std::vector<std::int64_t> lost;
+  for (std::int64_t id = first; id < first + raised; ++id) {
+    if (handled.count(id) == 0) lost.push_back(id);
+  }
+  missing = static_cast<std::int64_t>(lost.size());
+  if (!lost.empty()) MESSAGE("first lost " << lost.front() << ", last lost " << lost.back());
   CHECK(missing == 0);  // every event handled at least once
 }
