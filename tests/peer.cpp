@@ -175,8 +175,11 @@ int session_consume(const std::string& url, const std::string& name, const std::
   std::unique_lock lk(m);
   cv.wait_for(lk, 300s, [&] { return stop; });
   lk.unlock();
-  if (!s.drain(30s)) return 4;
+  // The "stop" subscriber runs on the poller thread while it delivers its page, before the
+  // page's ticks are handed to the session (subscribers and sessions are not ordered with each
+  // other): stop the poller first, so that the page is handed over, then wait for the session.
   q.stop();
+  if (!s.drain(30s)) return 4;
   std::fclose(f);
   return stop ? 0 : 2;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -317,4 +318,36 @@ TEST_CASE("an idle poll behind a long open transaction reads no old index entrie
   MESSAGE(polls << " idle polls behind an open transaction read " << read << " index entries");
   CHECK(read < rows / 10);  // the old read walked all 20,000 on every poll
   long_tx.abort();
+}
+
+// statement_timeout and lock_timeout bound every call on the server; a call past them is the
+// database being unavailable for now (errc::database_unavailable), not a wrong statement.
+TEST_CASE("lock_timeout: a poll behind an operator's lock fails as database_unavailable") {
+  auto schema = pg::fresh_schema();
+  auto o = test_options("a");
+  queue q(pg::url_with_schema(schema, "&lock_timeout=300"), o);
+  counter got;
+  auto sub = q.subscribe_all(got.handler());
+  q.raise_raw("t", nlohmann::json::object(), raise_mode::both);
+  auto op = pg::connect(schema);
+  pqxx::work lock(*op);
+  lock.exec("LOCK TABLE EventQueue IN ACCESS EXCLUSIVE MODE");
+  auto t0 = clock_type::now();
+  std::optional<errc> code;
+  std::string what;
+  try {
+    q.poll_once();
+  } catch (const error& e) {
+    code = e.code();
+    what = e.what();
+  }
+  auto took = since(t0);
+  MESSAGE("poll_once() failed after " << took.count() << " ms: " << what);
+  REQUIRE(code.has_value());
+  CHECK(*code == errc::database_unavailable);
+  CHECK(what.find("lock_timeout") != std::string::npos);
+  CHECK(took < 5000ms);
+  lock.abort();
+  q.poll_once();
+  CHECK(got.size() == 1);  // nothing lost
 }

@@ -15,6 +15,14 @@ bool is_unavailable(const pqxx::sql_error& e) {
   return state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0 || state == "53300";
 }
 
+namespace {
+// libpq's messages end with a newline.
+std::string trimmed(std::string_view s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.remove_suffix(1);
+  return std::string(s);
+}
+}  // namespace
+
 // Converts the exception in flight into eventq::error. Call only from a catch block.
 [[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what) {
   const std::string where = "PostgreSQL at '" + cfg.display + "'";
@@ -34,6 +42,16 @@ bool is_unavailable(const pqxx::sql_error& e) {
                     " Check that the server is running and reachable; the next call "
                     "reconnects.");
   } catch (const pqxx::sql_error& e) {
+    // statement_timeout (57014) and lock_timeout (55P03) bound a call that the server could not
+    // finish in time: the database is busy or locked, not the statement wrong.
+    if (e.sqlstate() == "57014" || e.sqlstate() == "55P03") {
+      throw error(errc::database_unavailable,
+                  where + " did not finish " + what + " in time (SQLSTATE " + e.sqlstate() + ": " +
+                      trimmed(e.what()) +
+                      "): a lock held elsewhere (see pg_locks) or a busy server; the URL's "
+                      "statement_timeout and lock_timeout set the bounds. The call can be "
+                      "retried.");
+    }
     if (is_unavailable(e)) {
       throw error(errc::database_unavailable, where + " is unavailable while " + what +
                                                   " (SQLSTATE " + e.sqlstate() + "): " + e.what() +
