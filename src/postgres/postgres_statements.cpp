@@ -112,6 +112,12 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
   c.prepare("eventq_set",
             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
             "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
+  // The fence: the write happens only while the registry row of the instance ($3) holds the
+  // caller's token ($4), in one statement.
+  c.prepare("eventq_set_cursor_fenced",
+            "INSERT INTO Properties (Key, Value) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM "
+            "EventQueueInstances WHERE Name = $3 AND Token = $4) "
+            "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
 }
 
 event_record to_record(const pqxx::row& row) {
