@@ -112,12 +112,10 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
   c.prepare("eventq_set",
             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
             "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
-  // The fence: the write happens only while the registry row of the instance ($3) holds the
-  // caller's token ($4), in one statement.
-  c.prepare("eventq_set_cursor_fenced",
-            "INSERT INTO Properties (Key, Value) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM "
-            "EventQueueInstances WHERE Name = $3 AND Token = $4) "
-            "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
+  // The fence: the write happens only while the registry row of the instance holds the
+  // caller's token, in one statement (migration 0008; runs as the schema's owner, so that the
+  // application role needs no UPDATE on Properties).
+  c.prepare("eventq_store_cursor", "SELECT eventq_store_cursor($1, $2, $3)");
 }
 
 event_record to_record(const pqxx::row& row) {

@@ -256,9 +256,9 @@ bool postgres_storage::store_cursor_fenced(std::string_view instance, std::strin
                                            std::string_view cursor) {
   return on_reader("storing a cursor", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    auto r = tx.exec_prepared("eventq_set_cursor_fenced", detail::cursor_key(instance),
-                              std::string(cursor), std::string(instance), std::string(token));
-    return r.affected_rows() == 1;
+    auto r = tx.exec_prepared1("eventq_store_cursor", std::string(instance), std::string(token),
+                               std::string(cursor));
+    return r[0].as<bool>();
   });
 }
 
