@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 7: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 8: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -11,7 +11,7 @@
 --   INSERT INTO EventQueueSchema (Version, Description)
 --     VALUES (1, '0001_initial'), (2, '0002_operations'), (3, '0003_signatures'),
 --            (4, '0004_hostile_rows'), (5, '0005_control'), (6, '0006_failures'),
---            (7, '0007_incarnation');
+--            (7, '0007_incarnation'), (8, '0008_lease_fence');
 -- Roles with least privilege for applications, operators and cleanup: schema/postgres-roles.sql.
 
 -- Which migrations were applied, and when. The schema version is max(Version).
@@ -155,7 +155,9 @@ CREATE TABLE EventQueueInstances (
   Pid        integer     NOT NULL,
   -- The eventq version it runs.
   Version    text        NOT NULL,
-  -- Random per opening: only the process holding this token renews or releases the lease.
+  -- Random per opening: only the process holding this token renews or releases the lease and
+  -- stores the cursor. Stored as its sha256, in hex (since version 8): reading the registry does
+  -- not give the token away.
   Token      text        NOT NULL,
   -- When it last opened the queue.
   Started    timestamptz NOT NULL,
@@ -166,7 +168,10 @@ CREATE TABLE EventQueueInstances (
   -- Its counters (queue::stats()) as a JSON object, written at each lease renewal (since
   -- version 5): {"raised":..,"delivered":..,"handler_errors":..,"unauthentic":..,"missed":..}.
   -- NULL until its first renewal.
-  Counters   text
+  Counters   text,
+  -- The client address of the holder's connection as the server saw it (NULL over a Unix
+  -- socket; since version 8): taking over a dead process's name must come from the same one.
+  ClientAddr inet
 );
 
 -- Operators' requests to one instance (since version 5): `eventq resync --instance NAME`,
@@ -279,6 +284,143 @@ SELECT EventType,
        min(Id) AS MinId,
        max(Id) AS MaxId
 FROM EventQueue GROUP BY EventType;
+
+-- Writes to the registry, the cursor rows and the task leases (since version 8): functions that
+-- run as their owner and check the lease token, so that schema/postgres-roles.sql can give the
+-- application role no direct UPDATE (one instance cannot move another's cursor or lease).
+CREATE FUNCTION eventq_token_hash(token text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+  SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')), 'hex')
+$$;
+
+-- A lease is at most a day: a caller cannot keep a name (or the cleanup task) for years.
+CREATE FUNCTION eventq_check_lease(lease_ms bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF lease_ms IS NULL OR lease_ms < 1 OR lease_ms > 86400000 THEN
+    RAISE EXCEPTION 'eventq: a lease must be between 1 ms and 1 day, not % ms', lease_ms
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+END $$;
+
+-- Registers (or takes over) the name: when its lease expired, when `token` holds it, or when
+-- the caller says process `dead_pid` of `host` is gone (and calls from the same client address).
+-- False: another holder's lease is live; nothing written.
+CREATE FUNCTION eventq_claim_instance(p_name text, p_host text, p_pid bigint, p_version text,
+                                      p_token text, p_lease_ms bigint, p_dead_pid bigint)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n bigint;
+BEGIN
+  PERFORM eventq_check_lease(p_lease_ms);
+  INSERT INTO EventQueueInstances AS i (Name, Host, Pid, Version, Token, Started, Heartbeat,
+                                        LeaseUntil, ClientAddr)
+  VALUES (p_name, p_host, p_pid, p_version, eventq_token_hash(p_token), now(), now(),
+          now() + p_lease_ms * interval '1 millisecond', pg_catalog.inet_client_addr())
+  ON CONFLICT (Name) DO UPDATE SET Host = EXCLUDED.Host, Pid = EXCLUDED.Pid,
+    Version = EXCLUDED.Version, Token = EXCLUDED.Token, Started = EXCLUDED.Started,
+    Heartbeat = EXCLUDED.Heartbeat, LeaseUntil = EXCLUDED.LeaseUntil,
+    ClientAddr = EXCLUDED.ClientAddr
+  WHERE i.LeaseUntil <= now() OR i.Token = EXCLUDED.Token
+     OR (p_dead_pid > 0 AND i.Host = EXCLUDED.Host AND i.Pid = p_dead_pid
+         AND i.ClientAddr IS NOT DISTINCT FROM EXCLUDED.ClientAddr);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n = 1;
+END $$;
+
+-- Extends the lease `token` holds (and records the counters unless NULL). False: not held.
+CREATE FUNCTION eventq_renew_instance(p_name text, p_token text, p_lease_ms bigint,
+                                      p_counters text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n bigint;
+BEGIN
+  PERFORM eventq_check_lease(p_lease_ms);
+  UPDATE EventQueueInstances SET Heartbeat = now(),
+         LeaseUntil = now() + p_lease_ms * interval '1 millisecond',
+         Counters = coalesce(p_counters, Counters)
+   WHERE Name = p_name AND Token = eventq_token_hash(p_token);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n = 1;
+END $$;
+
+-- Ends the lease `token` holds. False: not held.
+CREATE FUNCTION eventq_release_instance(p_name text, p_token text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n bigint;
+BEGIN
+  UPDATE EventQueueInstances SET Heartbeat = now(), LeaseUntil = now()
+   WHERE Name = p_name AND Token = eventq_token_hash(p_token);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n = 1;
+END $$;
+
+-- Stores the cursor of `name` while `token` holds the name, in one statement. False: the name
+-- is another's (its lease lapsed and the name was taken over), nothing written.
+CREATE FUNCTION eventq_store_cursor(p_name text, p_token text, p_cursor text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n bigint;
+BEGIN
+  INSERT INTO Properties (Key, Value)
+  SELECT 'EQStamp_' || p_name, p_cursor
+   WHERE EXISTS (SELECT 1 FROM EventQueueInstances
+                  WHERE Name = p_name AND Token = eventq_token_hash(p_token))
+  ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n = 1;
+END $$;
+
+-- Takes the database-wide lease `task` for `holder` (see storage::acquire_task). LastRun is
+-- only ever the server's now(), set by eventq_release_task.
+CREATE FUNCTION eventq_acquire_task(p_task text, p_holder text, p_length_ms bigint,
+                                    p_min_interval_ms bigint)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n bigint;
+BEGIN
+  PERFORM eventq_check_lease(p_length_ms);
+  INSERT INTO EventQueueTasks AS t (Name, Holder, LeaseUntil)
+  VALUES (p_task, p_holder, now() + p_length_ms * interval '1 millisecond')
+  ON CONFLICT (Name) DO UPDATE SET Holder = EXCLUDED.Holder, LeaseUntil = EXCLUDED.LeaseUntil
+  WHERE (t.Holder IS NULL OR t.LeaseUntil <= now() OR t.Holder = EXCLUDED.Holder)
+    AND (t.Holder = EXCLUDED.Holder OR t.LastRun IS NULL
+         OR t.LastRun <= now() - greatest(p_min_interval_ms, 0) * interval '1 millisecond');
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n = 1;
+END $$;
+
+-- Gives up `task` if `holder` holds it; `completed`: LastRun = now(), LastResult = `result`.
+CREATE FUNCTION eventq_release_task(p_task text, p_holder text, p_completed boolean,
+                                    p_result text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n bigint;
+BEGIN
+  UPDATE EventQueueTasks SET Holder = NULL, LeaseUntil = NULL,
+         LastRun = CASE WHEN p_completed THEN now() ELSE LastRun END,
+         LastResult = CASE WHEN p_completed THEN p_result ELSE LastResult END
+   WHERE Name = p_task AND Holder = p_holder;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n = 1;
+END $$;
+
+-- Run as their owner, so a name they use must not resolve to a temporary table of the caller:
+-- the schema, then pg_temp (as for the deletion triggers of 0004).
+DO $$
+DECLARE
+  f text;
+BEGIN
+  FOREACH f IN ARRAY ARRAY[
+      'eventq_token_hash(text)', 'eventq_check_lease(bigint)',
+      'eventq_claim_instance(text, text, bigint, text, text, bigint, bigint)',
+      'eventq_renew_instance(text, text, bigint, text)', 'eventq_release_instance(text, text)',
+      'eventq_store_cursor(text, text, text)', 'eventq_acquire_task(text, text, bigint, bigint)',
+      'eventq_release_task(text, text, boolean, text)'] LOOP
+    EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
+  END LOOP;
+END $$;
 
 -- Wake-ups: a raise runs pg_notify('eventq_<schema>', '') in its transaction (sent at commit,
 -- payload empty: the event itself is always read from the table). URL `notify=off` disables it.

@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 7: the whole current schema, for operators.
+-- eventq schema for SQLite, version 8: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -88,7 +88,9 @@ CREATE TABLE EventQueueInstances (
   Pid        INTEGER NOT NULL,
   -- The eventq version it runs.
   Version    TEXT    NOT NULL,
-  -- Random per opening: only the process holding this token renews or releases the lease.
+  -- Random per opening: only the process holding this token renews or releases the lease and
+  -- stores the cursor (the write is conditional on it since version 8). Stored as is: whoever
+  -- can read the file can write every row anyway.
   Token      TEXT    NOT NULL,
   -- When it last opened the queue.
   Started    TEXT    NOT NULL,

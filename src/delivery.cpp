@@ -68,21 +68,25 @@ std::vector<rejected_row> scan_rejected(storage& store, const keyring& keys, con
 }
 
 delivery::delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-                   queue_counters& counters, control_inbox& inbox, consumer_set& consumers)
+                   queue_counters& counters, control_inbox& inbox, consumer_set& consumers,
+                   lease_fence& fence, std::string token)
     : m_store(store),
       m_opts(opts),
       m_keys(keys),
       m_disp(disp),
       m_counters(counters),
       m_inbox(inbox),
-      m_consumers(consumers) {
+      m_consumers(consumers),
+      m_fence(fence),
+      m_token(std::move(token)),
+      m_regains_seen(fence.regains()) {
   auto stored = m_store.load_cursor(m_opts.instance_name);
   if (stored) {
     m_cursor = *stored;
   } else {
     m_cursor =
         m_opts.start == start_position::now ? m_store.head_cursor() : m_store.oldest_cursor();
-    m_store.store_cursor(m_opts.instance_name, m_cursor);
+    write_cursor(m_cursor);
   }
   m_stored = m_cursor_copy = m_cursor;
 }
@@ -108,6 +112,7 @@ bool delivery::targets_me(const event_record& r) const {
 std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   refuse_reentry("poll_once()");
   std::lock_guard lk(m_poll_mutex);
+  if (!holds_name()) return 0;
   polling_mark mark(this);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
@@ -118,8 +123,10 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   for (const auto& r : m_inbox.take()) carry_out(r);
   std::size_t count = 0;
   m_refused = {};
+  // Stops between rows too once the name is lost (maintenance saw it at a renewal).
+  const std::function<bool()> go = [&] { return m_fence.held() && keep_going(); };
   try {
-    count = poll_pages(keep_going);
+    count = poll_pages(go);
   } catch (...) {
     log_refusals();  // what was refused before the failure is said too
     throw;
@@ -159,6 +166,43 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
     store_finished();
   } while (page.more && keep_going());
   return count;
+}
+
+// While another process holds the name, this one neither delivers nor stores. Once it holds the
+// name again, it continues from the cursor stored for the name: the other holder may have moved
+// it. REQUIRES: m_poll_mutex held.
+bool delivery::holds_name() {
+  if (!m_fence.held()) return false;
+  const auto regains = m_fence.regains();
+  if (regains == m_regains_seen) return true;
+  m_regains_seen = regains;
+  m_refusal_told = false;
+  if (auto stored = m_store.load_cursor(m_opts.instance_name)) {
+    m_cursor = *stored;
+    m_consumers.page_read(m_consumers.reserve(0), m_cursor);
+    m_stored = m_cursor;
+    std::lock_guard c(m_cursor_copy_mutex);
+    m_cursor_copy = m_cursor;
+  }
+  return true;
+}
+
+// Stores `cursor` as the lease holder. A refusal while another process holds the name (this
+// one's lease lapsed and the name was taken over) is counted, logged once per loss, and stops
+// delivery until the maintenance thread (asked to renew now) holds the name again.
+bool delivery::write_cursor(const std::string& cursor) {
+  if (m_store.store_cursor_fenced(m_opts.instance_name, m_token, cursor)) return true;
+  if (m_fence.reclaim() && m_store.store_cursor_fenced(m_opts.instance_name, m_token, cursor)) {
+    return true;  // nobody held the name: registered again under this token
+  }
+  ++m_counters.cursor_writes_refused;
+  m_fence.lose();
+  log(std::exchange(m_refusal_told, true) ? log_level::debug : log_level::error,
+      "cursor write refused by the database: instance name '" + m_opts.instance_name +
+          "' is held by another process now (this process's lease lapsed and the name was "
+          "taken over); stopped delivering until this process holds the name again");
+  m_fence.check_soon();
+  return false;
 }
 
 // An operator's jump: the next read starts at `cursor`. It is stored like a page's cursor, once
@@ -331,7 +375,7 @@ void delivery::check_backlog() {
                        "options::max_backlog (" +
                        std::to_string(m_opts.max_backlog) +
                        "): skipped them and continued from the newest event";
-  m_store.store_cursor(m_opts.instance_name, head);
+  if (!write_cursor(head)) return;
   auto old = std::exchange(m_cursor, head);
   m_stored = head;
   {
@@ -345,9 +389,10 @@ void delivery::check_backlog() {
 }
 
 void delivery::store_finished() {
+  if (!m_fence.held()) return;
   auto c = m_consumers.storable();
   if (!c || *c == m_stored) return;
-  m_store.store_cursor(m_opts.instance_name, *c);
+  if (!write_cursor(*c)) return;
   m_stored = std::move(*c);
   std::lock_guard lk(m_cursor_copy_mutex);
   m_cursor_copy = m_stored;
@@ -355,7 +400,7 @@ void delivery::store_finished() {
 
 void delivery::idle_if_free() {
   std::unique_lock lk(m_poll_mutex, std::try_to_lock);
-  if (!lk.owns_lock()) return;
+  if (!lk.owns_lock() || !holds_name()) return;
   polling_mark mark(this);
   m_consumers.run_due();
   store_finished();
@@ -363,6 +408,7 @@ void delivery::idle_if_free() {
 
 std::optional<std::chrono::steady_clock::time_point> delivery::idle() {
   std::lock_guard lk(m_poll_mutex);
+  if (!holds_name()) return std::nullopt;
   polling_mark mark(this);
   auto due = m_consumers.run_due();
   store_finished();

@@ -14,6 +14,7 @@
 #include "counters.h"
 #include "dispatcher.h"
 #include "eventq/queue.h"
+#include "lease_fence.h"
 #include "row_check.h"
 
 namespace eventq::detail {
@@ -50,9 +51,12 @@ class control_inbox {
 class delivery {
  public:
   /// Loads the instance's stored cursor, or stores the start position (options::start) for a
-  /// new instance. REQUIRES: the arguments outlive this object. Throws what the storage throws.
+  /// new instance. Cursors are stored only while the registry row holds `token` (the lease's,
+  /// storage::store_cursor_fenced); while `fence` says the name is lost, nothing is delivered
+  /// or stored. REQUIRES: the arguments outlive this object. Throws what the storage throws.
   delivery(storage& store, const options& opts, const keyring& keys, dispatcher& disp,
-           queue_counters& counters, control_inbox& inbox, consumer_set& consumers);
+           queue_counters& counters, control_inbox& inbox, consumer_set& consumers,
+           lease_fence& fence, std::string token);
 
   /// One poll cycle: pages until drained (or until `keep_going` says stop; it is asked between
   /// rows too, and a page left half-way is read again by the next cycle). Returns rows
@@ -83,6 +87,8 @@ class delivery {
                                const std::vector<std::size_t>& deferred, std::uint64_t page_end,
                                const std::function<bool()>& keep_going, bool& whole_page);
   void store_finished();
+  bool write_cursor(const std::string& cursor);  // false: refused (the name is another's), reported
+  bool holds_name();                             // REQUIRES: m_poll_mutex held
   void check_backlog();
   void refuse_reentry(const char* call) const;
   void carry_out(const control_request& r);  // REQUIRES: m_poll_mutex held
@@ -100,6 +106,10 @@ class delivery {
   queue_counters& m_counters;
   control_inbox& m_inbox;
   consumer_set& m_consumers;
+  lease_fence& m_fence;
+  const std::string m_token;
+  std::uint64_t m_regains_seen = 0;  // fence.regains() when the cursor was last loaded
+  bool m_refusal_told = false;       // a refused write was logged at error (once per loss)
 
   std::mutex m_poll_mutex;  // one poll cycle at a time; guards m_cursor and m_stored
   std::string m_cursor;     // where the next read starts

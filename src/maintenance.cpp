@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include <random>
+#include <utility>
 
 #include "eventq/error.h"
 
@@ -30,8 +31,13 @@ std::string random_token() {
 }  // namespace
 
 maintenance::maintenance(storage& store, const options& opts, queue_counters& counters,
-                         control_inbox& inbox, std::function<void()> wake)
-    : m_store(store), m_opts(opts), m_counters(counters), m_inbox(inbox), m_wake(std::move(wake)) {
+                         control_inbox& inbox, lease_fence& fence, std::function<void()> wake)
+    : m_store(store),
+      m_opts(opts),
+      m_counters(counters),
+      m_inbox(inbox),
+      m_fence(fence),
+      m_wake(std::move(wake)) {
   m_me =
       instance_registration{m_opts.instance_name, host_name(), static_cast<std::int64_t>(getpid()),
                             std::string(version()), random_token()};
@@ -41,6 +47,15 @@ maintenance::maintenance(storage& store, const options& opts, queue_counters& co
   } catch (const error& e) {
     if (e.code() != errc::instance_name_in_use || !take_over_from_dead_process()) throw;
   }
+  m_fence.set_hooks(
+      [this] {
+        {
+          std::lock_guard lk(m_mutex);
+          m_renew_now = true;
+        }
+        m_cv.notify_all();
+      },
+      [this] { return reclaim(); });
 }
 
 // A supervisor restarts a crashed instance at once: if the lease holder ran on this host and
@@ -61,6 +76,7 @@ bool maintenance::take_over_from_dead_process() {
 }
 
 maintenance::~maintenance() {
+  m_fence.set_hooks({}, {});
   {
     std::lock_guard lk(m_mutex);
     m_stop = true;
@@ -92,9 +108,11 @@ bool maintenance::stopping() {
 // Renews the lease; on failure logs, counts, tells on_renewal_failed and returns false.
 bool maintenance::renew() {
   std::string failure;
+  bool taken_over = false;
   try {
     if (m_store.renew_instance(m_me.name, m_me.token, m_opts.lease, m_counters.snapshot())) {
       ++m_counters.lease_renewals;
+      if (m_fence.regain() && m_wake) m_wake();
       take_requests();
       return true;
     }
@@ -102,13 +120,33 @@ bool maintenance::renew() {
     // if nobody holds it now.
     m_store.register_instance(m_me, m_opts.lease);
     ++m_counters.lease_renewals;
-    log(log_level::warning, "instance lease had lapsed; registered again");
+    if (m_fence.regain()) {
+      log(log_level::warning, "instance name '" + m_me.name +
+                                  "' is held by this process again (the other holder's lease "
+                                  "ended): delivery continues from the cursor stored for it");
+      if (m_wake) m_wake();  // the poller waits; it has work again
+    } else {
+      log(log_level::warning, "instance lease had lapsed; registered again");
+    }
+    m_takeover_told = false;
     return true;
+  } catch (const error& e) {
+    failure = e.what();
+    if (e.code() == errc::instance_name_in_use) {
+      taken_over = true;
+      failure = taken_over_reason();
+    }
   } catch (const std::exception& e) {
     failure = e.what();
   }
   ++m_counters.lease_renewal_failures;
-  log(log_level::warning, "instance lease renewal failed (retrying): " + failure);
+  if (taken_over) {
+    m_fence.lose();  // delivery stops before its next row
+    // Said once per loss at error; the renewals that keep trying (every second) at debug.
+    log(std::exchange(m_takeover_told, true) ? log_level::debug : log_level::error, failure);
+  } else {
+    log(log_level::warning, "instance lease renewal failed (retrying): " + failure);
+  }
   if (m_opts.on_renewal_failed) {
     try {
       m_opts.on_renewal_failed(failure);
@@ -119,6 +157,41 @@ bool maintenance::renew() {
     }
   }
   return false;
+}
+
+// A cursor write was refused although this process held the name at its last renewal: if the
+// registry row is gone (removed by hand, or the file replaced by a copy without it) or its
+// lease expired with nobody taking it, register again at once (same token). False when another
+// process holds the name: the takeover is then reported by the renewal that check_soon() asks.
+bool maintenance::reclaim() {
+  try {
+    m_store.register_instance(m_me, m_opts.lease);
+  } catch (const error& e) {
+    if (e.code() == errc::instance_name_in_use) return false;
+    throw;
+  }
+  ++m_counters.lease_renewals;
+  log(log_level::warning, "instance '" + m_me.name +
+                              "' was missing from the registry (or its lease had lapsed) when "
+                              "its cursor was stored; registered again");
+  return true;
+}
+
+// What on_renewal_failed hears when another process holds the name now.
+std::string maintenance::taken_over_reason() const {
+  std::string holder = "another process";
+  try {
+    for (const auto& i : m_store.instances()) {
+      if (i.name != m_me.name) continue;
+      holder = "another process (host '" + i.host + "', pid " + std::to_string(i.pid) + ")";
+    }
+  } catch (const std::exception& e) {
+    holder += " (the registry could not be read: " + std::string(e.what()) + ")";
+  }
+  return "instance name '" + m_me.name + "' was taken over by " + holder +
+         " after this process's lease lapsed (it was paused or cut off for longer than "
+         "options::lease): this process stopped delivering and storing its cursor, and takes "
+         "the name back at a renewal once that process's lease ends";
 }
 
 // Operator requests for this instance go to the poller; a failure here is logged, not a
@@ -166,8 +239,9 @@ void maintenance::run() {
   std::unique_lock lk(m_mutex);
   while (!m_stop) {
     auto wake = scheduled ? std::min(next_renew, next_check) : next_renew;
-    m_cv.wait_until(lk, wake, [this] { return m_stop; });
+    m_cv.wait_until(lk, wake, [this] { return m_stop || m_renew_now; });
     if (m_stop) break;
+    if (std::exchange(m_renew_now, false)) next_renew = clock::now();
     lk.unlock();
     renew_if_due();
     if (scheduled && clock::now() >= next_check) {

@@ -15,6 +15,7 @@
 #include "eventq/operations.h"
 #include "eventq/options.h"
 #include "eventq/storage.h"
+#include "lease_fence.h"
 
 namespace eventq::detail {
 
@@ -24,9 +25,11 @@ namespace eventq::detail {
 class maintenance {
  public:
   /// REQUIRES: `store`, `opts` and `counters` outlive this object.
-  /// Operator requests taken at a renewal go to `inbox`, and `wake` is called.
+  /// Operator requests taken at a renewal go to `inbox`, and `wake` is called. `fence` says
+  /// whether this process holds the name (lost when another process took it over; held again
+  /// once this one registers again); a fence.check_soon() makes the thread renew at once.
   maintenance(storage& store, const options& opts, queue_counters& counters, control_inbox& inbox,
-              std::function<void()> wake);
+              lease_fence& fence, std::function<void()> wake);
   /// Stops the thread and releases the lease (logged, not thrown, if that fails).
   ~maintenance();
   maintenance(const maintenance&) = delete;
@@ -48,6 +51,8 @@ class maintenance {
   bool take_over_from_dead_process();
   bool stopping();
   bool renew();
+  std::string taken_over_reason() const;
+  bool reclaim();
   void take_requests();
   cleanup_settings settings_for(std::chrono::seconds keep) const;
   void run();
@@ -58,14 +63,17 @@ class maintenance {
   const options& m_opts;
   queue_counters& m_counters;
   control_inbox& m_inbox;
+  lease_fence& m_fence;
   std::function<void()> m_wake;
   instance_registration m_me;
   std::string m_cleanup_holder;
   std::thread m_thread;
-  std::mutex m_mutex;  // guards m_stop
+  std::mutex m_mutex;  // guards m_stop and m_renew_now
   std::condition_variable m_cv;
   bool m_stop = false;
-  std::mutex m_cleanup_mutex;  // one cleanup at a time per queue object
+  bool m_renew_now = false;      // fence.check_soon(): a cursor write was refused
+  bool m_takeover_told = false;  // the takeover was logged at error (once per loss)
+  std::mutex m_cleanup_mutex;    // one cleanup at a time per queue object
 };
 
 }  // namespace eventq::detail

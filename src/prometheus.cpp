@@ -102,6 +102,8 @@ void write_prometheus(std::ostream& out, const metrics& m, const metric_labels& 
       {"eventq_lease_renewals_total", m.lease_renewals, "Successful instance lease renewals."},
       {"eventq_lease_renewal_failures_total", m.lease_renewal_failures,
        "Failed instance lease renewals."},
+      {"eventq_cursor_writes_refused_total", m.cursor_writes_refused,
+       "Cursor writes refused: another process took the instance name over."},
   };
   for (const auto& c : counters) {
     family(out, c.name, "counter", c.help);

@@ -105,6 +105,7 @@ struct queue::impl {
   // Declared in this order so that they are destroyed in reverse: the poller stops before
   // delivery goes, and the lease is released last.
   detail::control_inbox inbox;  // outlives maint and reader, which share it
+  detail::lease_fence fence;    // likewise: whether this process holds the instance name
   std::unique_ptr<detail::maintenance> maint;
   detail::consumer_set sessions;  // shut down by ~queue() before the rest goes
   std::unique_ptr<detail::delivery> reader;
@@ -118,11 +119,11 @@ struct queue::impl {
                 : throw error(errc::invalid_argument, "queue: the storage backend is null")),
         disp(std::make_shared<detail::dispatcher>(opts.logger)),
         keys(detail::make_keyring(opts, *store)) {  // may create the database secret: first
-    maint = std::make_unique<detail::maintenance>(*store, opts, counters, inbox,
+    maint = std::make_unique<detail::maintenance>(*store, opts, counters, inbox, fence,
                                                   [this] { store->wake(); });
     poll_thread.set_urgent([this] { return inbox.pending(); });
-    reader =
-        std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox, sessions);
+    reader = std::make_unique<detail::delivery>(*store, opts, keys, *disp, counters, inbox,
+                                                sessions, fence, maint->registration().token);
     poll_thread.set_idle([this] { return reader->idle(); });
     maint->start();
   }
@@ -313,6 +314,12 @@ std::string storage::get_or_insert_property(std::string_view key, std::string_vi
               "the '" + std::string(backend_name()) +
                   "' storage backend cannot keep the property '" + std::string(key) +
                   "': give the queue a secret (options::secret or EVENTQ_SECRET)");
+}
+
+bool storage::store_cursor_fenced(std::string_view instance, std::string_view,
+                                  std::string_view cursor) {
+  store_cursor(instance, cursor);
+  return true;
 }
 
 bool storage::take_over_instance(const instance_registration&, std::int64_t,

@@ -62,6 +62,7 @@ void each_counter(F&& f, auto& m) {
   f("cleanup_errors", m.cleanup_errors);
   f("lease_renewals", m.lease_renewals);
   f("lease_renewal_failures", m.lease_renewal_failures);
+  f("cursor_writes_refused", m.cursor_writes_refused);
 }
 
 }  // namespace

@@ -403,6 +403,26 @@ inline void run_contract_suite(backend_fixture& f) {
     CHECK(again.backend().instances().size() == 2);
   }
 
+  SUBCASE("a cursor is stored only by the token that holds the name (the lease fence)") {
+    auto s = eventq::open_storage(url, test_options("tools"));
+    const eventq::instance_registration first{"fenced", "h", 1, "v", "token-1"};
+    s->register_instance(first, std::chrono::milliseconds(1));
+    const auto head = s->head_cursor();
+    CHECK(s->store_cursor_fenced("fenced", "token-1", head));
+    CHECK(s->load_cursor("fenced") == head);
+    CHECK_FALSE(s->store_cursor_fenced("fenced", "token-2", "1"));
+    CHECK_FALSE(s->store_cursor_fenced("unregistered", "token-1", "1"));
+    CHECK(s->load_cursor("fenced") == head);
+    CHECK_FALSE(s->load_cursor("unregistered"));
+    // The lease (1 ms) expired: another process takes the name, and with it the cursor.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s->register_instance({"fenced", "h", 2, "v", "token-2"}, std::chrono::seconds(30));
+    CHECK_FALSE(s->store_cursor_fenced("fenced", "token-1", "1"));
+    CHECK(s->load_cursor("fenced") == head);
+    CHECK(s->store_cursor_fenced("fenced", "token-2", "cursor-2"));  // opaque to the storage
+    CHECK(s->load_cursor("fenced") == std::optional<std::string>("cursor-2"));
+  }
+
   SUBCASE("the lease is renewed while a handler is slow") {
     auto o = test_options("slow");
     o.lease = std::chrono::milliseconds(600);

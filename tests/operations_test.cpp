@@ -40,6 +40,11 @@ struct database {
         type + "', json_build_object('n', n), '" + from + "', false, true, now() - interval '" +
         std::to_string(hours) + " hours' FROM generate_series(1, " + std::to_string(n) + ") n");
   }
+  // What a pause longer than the lease leaves: the lease of `name` has expired.
+  void expire_lease(const std::string& name) {
+    exec("UPDATE EventQueueInstances SET LeaseUntil = now() - interval '1 hour' WHERE Name = '" +
+         name + "'");
+  }
 };
 #else
 const std::string k_backend = "sqlite";
@@ -59,6 +64,10 @@ struct database {
          type + "', '{\"n\":' || n || '}', '" + from +
          "', 0, 1, strftime('%Y-%m-%d %H:%M:%f', 'now', '-" + std::to_string(hours) +
          " hours') FROM c");
+  }
+  void expire_lease(const std::string& name) {
+    exec("UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01 00:00:00.000' WHERE Name = '" +
+         name + "'");
   }
 };
 #endif
@@ -119,6 +128,88 @@ TEST_CASE("a name held by a live process is refused; once its lease expires it c
   CHECK(waited < 3s);
   auto now_held = find_instance(*tools, "web-01");
   CHECK(now_held->pid == getpid());
+}
+
+TEST_CASE("a lease taken over: the old holder's cursor write is refused and reported") {
+  INFO("backend " << k_backend);
+  database db;
+  queue raiser(db.url, test_options("raiser"));
+  auto tools = open_storage(db.url, test_options("tools"));
+  log_capture logs;
+  std::mutex m;
+  std::vector<std::string> reasons;
+  auto oa = test_options("web-01", &logs);
+  oa.lease = 60s;  // A's own renewals (every 20 s) do not notice the takeover during the test
+  oa.on_renewal_failed = [&](std::string_view why) {
+    std::lock_guard lk(m);
+    reasons.emplace_back(why);
+  };
+  auto said = [&](const std::string& needle) {
+    std::lock_guard lk(m);
+    return std::any_of(reasons.begin(), reasons.end(),
+                       [&](const std::string& r) { return r.find(needle) != std::string::npos; });
+  };
+  queue a(db.url, oa);
+  std::vector<std::int64_t> got_a;
+  auto sa = a.subscribe_all([&](const event_record& r, const nlohmann::json&) {
+    std::lock_guard lk(m);
+    got_a.push_back(r.id);
+  });
+  auto raise = [&] { return raiser.raise_raw("t", nlohmann::json::object(), raise_mode::both); };
+  auto e1 = raise();
+  CHECK(a.poll_once() == 1);
+  CHECK(tools->load_cursor("web-01") == a.cursor());
+
+  // A is paused past its lease; B takes the name and the cursor stored for it.
+  db.expire_lease("web-01");
+  auto b = std::make_unique<queue>(db.url, test_options("web-01"));
+  const auto b_cursor = tools->load_cursor("web-01");
+  REQUIRE(b_cursor);
+  CHECK(b->cursor() == *b_cursor);
+  auto sb = b->subscribe_all([](const event_record&, const nlohmann::json&) {});
+
+  // A wakes up and delivers the page it read, but its cursor write is refused.
+  auto e2 = raise();
+  a.poll_once();
+  CHECK(a.stats().cursor_writes_refused == 1);
+  CHECK(tools->load_cursor("web-01") == b_cursor);
+  CHECK(logs.count("cursor write refused by the database") == 1);
+  CHECK(wait_until([&] {
+    return said("was taken over by another process (host '") &&
+           said("pid " + std::to_string(getpid()) + ")");
+  }));
+  CHECK(a.stats().lease_renewal_failures >= 1);
+
+  // Until it holds the name again, A delivers and stores nothing.
+  auto e3 = raise();
+  CHECK(a.poll_once() == 0);
+  CHECK(a.poll_once() == 0);
+  {
+    std::lock_guard lk(m);
+    CHECK(got_a == std::vector<std::int64_t>{e1, e2});
+  }
+  CHECK(tools->load_cursor("web-01") == b_cursor);
+  CHECK(a.stats().cursor_writes_refused == 1);
+  CHECK(logs.count("cursor write refused by the database") == 1);
+
+  // B, the holder, stores its cursor; once B closes, A takes the name back at a renewal and
+  // continues from B's cursor (e3, which B processed, is not delivered to A again).
+  CHECK(b->poll_once() == 2);
+  const auto b_after = tools->load_cursor("web-01");
+  CHECK(b_after != b_cursor);
+  CHECK(b_after == b->cursor());
+  sb.reset();
+  b.reset();
+  auto e4 = raise();
+  REQUIRE(wait_until([&] { return a.poll_once() > 0; }));
+  {
+    std::lock_guard lk(m);
+    CHECK(got_a == std::vector<std::int64_t>{e1, e2, e4});
+  }
+  CHECK(tools->load_cursor("web-01") == a.cursor());
+  CHECK(a.stats().cursor_writes_refused == 1);
+  CHECK(logs.contains("is held by this process again"));
+  (void)e3;
 }
 
 TEST_CASE("an instance killed with SIGKILL restarts at once on its host; elsewhere it waits") {

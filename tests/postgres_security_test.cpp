@@ -417,9 +417,15 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     {
       pqxx::work tx(*c);
       CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
-      CHECK(tx.exec("UPDATE Properties SET Value = 'x' WHERE Key = 'EQSecret'").affected_rows() ==
-            0);
-      // Rows other than cursors cannot be written.
+    }
+    {
+      // No row of Properties is written directly (cursors go through eventq_store_cursor()).
+      pqxx::work tx(*c);
+      CHECK_THROWS_AS(tx.exec("UPDATE Properties SET Value = 'x' WHERE Key = 'EQSecret'"),
+                      pqxx::insufficient_privilege);
+    }
+    {
+      pqxx::work tx(*c);
       CHECK_THROWS_AS(tx.exec("INSERT INTO Properties VALUES ('EQDeletedStamp', '1')"),
                       pqxx::insufficient_privilege);
     }
@@ -433,6 +439,93 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     // Without a secret of its own the app would need the database's: refused, at the call.
     CHECK_THROWS_AS(queue(url_as(app, schema), test_options("nosecret")), eventq::error);
     CHECK(pg::text(schema, "SELECT Value FROM Properties WHERE Key = 'EQSecret'") == k_secret);
+  }
+
+  SUBCASE(
+      "app: renews and releases its own lease, but cannot move another instance's cursor or "
+      "lease, keep a fake instance live, or change the cleanup task") {
+    auto o = with_secret("web1");
+    o.lease = 600ms;  // renewed every 200 ms
+    auto w1 = std::make_unique<queue>(url_as(app, schema), o);
+    w1->raise_raw("t", nlohmann::json::object(), raise_mode::both);
+    CHECK(w1->poll_once() == 0);  // no handler; the cursor moves all the same
+    CHECK(wait_until([&] { return w1->stats().lease_renewals >= 2; }));
+    CHECK(w1->stats().lease_renewal_failures == 0);
+    CHECK(w1->stats().cursor_writes_refused == 0);
+    pg::exec(schema,
+             "INSERT INTO EventQueueTasks (Name, LastRun, LastResult) VALUES "
+             "('cleanup', now() - interval '1 hour', 'ok')");
+    auto owner_read = [&](const std::string& sql) { return pg::text(schema, sql); };
+    const std::string cursor_sql = "SELECT Value FROM Properties WHERE Key = 'EQStamp_web1'";
+    const std::string lease_sql =
+        "SELECT Token || ' ' || Host || ' ' || Pid FROM EventQueueInstances WHERE Name = 'web1'";
+    const std::string task_sql =
+        "SELECT coalesce(Holder, '-') || ' ' || LastRun || ' ' || LastResult FROM EventQueueTasks "
+        "WHERE Name = 'cleanup'";
+    const auto cursor = owner_read(cursor_sql), lease = owner_read(lease_sql),
+               task = owner_read(task_sql);
+    REQUIRE(!cursor.empty());
+    // The registry gives no token away: what it stores is the token's sha256.
+    const auto stored_token =
+        owner_read("SELECT Token FROM EventQueueInstances WHERE Name = 'web1'");
+    CHECK(stored_token.size() == 64);
+    CHECK(owner_read("SELECT count(*) FROM EventQueueInstances WHERE length(Token) <> 64") == "0");
+
+    auto c = connect_as(app, schema);
+    auto refused = [&](const std::string& sql) {
+      INFO(sql);
+      pqxx::work tx(*c);
+      CHECK_THROWS_AS(tx.exec(sql), pqxx::insufficient_privilege);
+    };
+    auto fails = [&](const std::string& sql) {
+      INFO(sql);
+      pqxx::work tx(*c);
+      CHECK_THROWS_AS(tx.exec(sql), pqxx::sql_error);
+    };
+    auto answer = [&](const std::string& sql) {
+      pqxx::work tx(*c);
+      auto r = tx.exec1(sql)[0].as<std::string>();
+      tx.commit();
+      return r;
+    };
+    // (a) Another instance's cursor.
+    refused("UPDATE Properties SET Value = '1:1:' WHERE Key = 'EQStamp_web1'");
+    refused("DELETE FROM Properties WHERE Key = 'EQStamp_web1'");
+    refused("INSERT INTO Properties VALUES ('EQStamp_web9', '1:1:')");
+    CHECK(answer("SELECT eventq_store_cursor('web1', 'a guess', '1:1:')") == "f");
+    CHECK(answer("SELECT eventq_store_cursor('web1', '" + stored_token + "', '1:1:')") == "f");
+    CHECK(owner_read(cursor_sql) == cursor);
+    // (b) Renewing or expiring another instance's lease.
+    refused("UPDATE EventQueueInstances SET LeaseUntil = now() WHERE Name = 'web1'");
+    refused("UPDATE EventQueueInstances SET Token = 'mine' WHERE Name = 'web1'");
+    refused("DELETE FROM EventQueueInstances WHERE Name = 'web1'");
+    CHECK(answer("SELECT eventq_renew_instance('web1', '" + stored_token + "', 1000, NULL)") ==
+          "f");
+    CHECK(answer("SELECT eventq_release_instance('web1', '" + stored_token + "')") == "f");
+    CHECK(answer("SELECT eventq_claim_instance('web1', 'h', 1, 'v', 'mine', 1000, -1)") == "f");
+    CHECK(owner_read(lease_sql) == lease);
+    CHECK(owner_read("SELECT LeaseUntil > now() FROM EventQueueInstances WHERE Name = 'web1'") ==
+          "t");
+    // (c) A fake instance kept live for years, pinning rows against cleanup.
+    refused(
+        "INSERT INTO EventQueueInstances (Name, Host, Pid, Version, Token, Started, Heartbeat, "
+        "LeaseUntil) VALUES ('ghost', 'h', 1, 'v', 't', now(), now(), now() + interval '10 "
+        "years')");
+    refused("UPDATE EventQueueInstances SET LeaseUntil = now() + interval '10 years'");
+    fails("SELECT eventq_claim_instance('ghost', 'h', 1, 'v', 't', 315360000000, -1)");
+    CHECK(owner_read("SELECT count(*) FROM EventQueueInstances WHERE Name = 'ghost'") == "0");
+    // (d) The cleanup task: a LastRun in the future would disable cleanup.
+    refused("UPDATE EventQueueTasks SET LastRun = now() + interval '10 years'");
+    refused("INSERT INTO EventQueueTasks (Name, LastRun) VALUES ('other', now())");
+    refused("DELETE FROM EventQueueTasks");
+    refused("SELECT eventq_acquire_task('cleanup', 'me', 1000, 0)");
+    refused("SELECT eventq_release_task('cleanup', '-', true, 'x')");
+    CHECK(owner_read(task_sql) == task);
+
+    // Closing releases the lease (through the function).
+    w1.reset();
+    CHECK(owner_read("SELECT LeaseUntil <= now() FROM EventQueueInstances WHERE Name = 'web1'") ==
+          "t");
   }
 
   SUBCASE("app: a schema with pending migrations is refused with what to do") {

@@ -27,6 +27,9 @@ struct metrics {
   std::uint64_t cleanup_errors = 0;   ///< scheduled cleanups that failed (logged, retried)
   std::uint64_t lease_renewals = 0;   ///< successful renewals of the instance lease
   std::uint64_t lease_renewal_failures = 0;  ///< failed renewals (on_renewal_failed was called)
+  /// Cursor writes the database refused because another process holds the instance name now
+  /// (its lease had lapsed and the name was taken over): delivery stopped until it is held again.
+  std::uint64_t cursor_writes_refused = 0;
   std::chrono::microseconds last_poll_duration{0};  ///< wall time of the latest poll cycle
 };
 

@@ -137,8 +137,8 @@ struct expiry {
 };
 
 /// A backend. Thread-safety: every call except the poller's (read(), load_cursor(),
-/// store_cursor(), wait_for_change(), which one thread at a time makes) may be made from any
-/// thread at any time, concurrently with each other and with the poller's calls.
+/// store_cursor(), store_cursor_fenced(), wait_for_change(), which one thread at a time makes) may
+/// be made from any thread at any time, concurrently with each other and with the poller's calls.
 class storage {
  public:
   virtual ~storage() = default;
@@ -159,8 +159,19 @@ class storage {
   /// The stored cursor of `instance`, or nullopt if it never stored one.
   virtual std::optional<std::string> load_cursor(std::string_view instance) = 0;
 
-  /// Persists the cursor of `instance` (Properties row EQStamp_<instance>).
+  /// Persists the cursor of `instance` (Properties row EQStamp_<instance>), unconditionally:
+  /// what tools and backends without a registry fence use.
   virtual void store_cursor(std::string_view instance, std::string_view cursor) = 0;
+
+  /// Persists the cursor of `instance` only while its registry row (EventQueueInstances) holds
+  /// `token` (instance_registration::token), checked in the same statement as the write: a
+  /// process that lost its name to another (paused or cut off for longer than its lease)
+  /// cannot move the new holder's cursor. Returns false, writing nothing, when the name is held
+  /// by another token or not registered. The queue stores its cursors through this call. The
+  /// default calls store_cursor() and returns true (no fence): a third-party backend should
+  /// override it.
+  virtual bool store_cursor_fenced(std::string_view instance, std::string_view token,
+                                   std::string_view cursor);
 
   /// Up to `limit` (>= 1) rows after `cursor`, oldest first. A cursor that is not one this
   /// database could have produced is reported through read_result::missed, never thrown.

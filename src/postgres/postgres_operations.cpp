@@ -86,19 +86,14 @@ bool postgres_storage::claim_instance(const instance_registration& who,
                                       std::chrono::milliseconds lease, std::int64_t dead_pid) {
   return on_admin("registering the instance", [&](pqxx::connection& c) {
     pqxx::work tx(c);
-    auto r = tx.exec_params(
-        "INSERT INTO EventQueueInstances (Name, Host, Pid, Version, Token, Started, Heartbeat, "
-        "LeaseUntil) VALUES ($1, $2, $3, $4, $5, now(), now(), "
-        "now() + $6::bigint * interval '1 millisecond') "
-        "ON CONFLICT (Name) DO UPDATE SET Host = EXCLUDED.Host, Pid = EXCLUDED.Pid, "
-        "Version = EXCLUDED.Version, Token = EXCLUDED.Token, Started = EXCLUDED.Started, "
-        "Heartbeat = EXCLUDED.Heartbeat, LeaseUntil = EXCLUDED.LeaseUntil "
-        "WHERE EventQueueInstances.LeaseUntil <= now() "
-        "OR EventQueueInstances.Token = EXCLUDED.Token "
-        "OR (EventQueueInstances.Host = EXCLUDED.Host AND EventQueueInstances.Pid = $7)",
-        who.name, who.host, static_cast<long long>(who.pid), who.version, who.token,
-        static_cast<long long>(lease.count()), static_cast<long long>(dead_pid));
-    if (r.affected_rows() == 0) {
+    // Migration 0008's function: it checks the lease (and the token, stored hashed) as the
+    // schema's owner, so that the application role needs no UPDATE on the registry.
+    auto claimed =
+        tx.exec_params1("SELECT eventq_claim_instance($1, $2, $3, $4, $5, $6, $7)", who.name,
+                        who.host, static_cast<long long>(who.pid), who.version, who.token,
+                        static_cast<long long>(lease.count()), static_cast<long long>(dead_pid))[0]
+            .as<bool>();
+    if (!claimed) {
       if (dead_pid > 0) return false;
       auto h = tx.exec_params1(
           "SELECT Host, Pid, "
@@ -130,12 +125,10 @@ bool postgres_storage::renew_instance(std::string_view name, std::string_view to
                                       std::chrono::milliseconds lease) {
   return on_admin("renewing the instance lease", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    auto r = tx.exec_params(
-        "UPDATE EventQueueInstances SET Heartbeat = now(), "
-        "LeaseUntil = now() + $3::bigint * interval '1 millisecond' "
-        "WHERE Name = $1 AND Token = $2",
-        std::string(name), std::string(token), static_cast<long long>(lease.count()));
-    return r.affected_rows() == 1;
+    return tx
+        .exec_params1("SELECT eventq_renew_instance($1, $2, $3, NULL)", std::string(name),
+                      std::string(token), static_cast<long long>(lease.count()))[0]
+        .as<bool>();
   });
 }
 
@@ -144,12 +137,10 @@ bool postgres_storage::renew_instance(std::string_view name, std::string_view to
   auto text = detail::metrics_to_text(counters);
   return on_admin("renewing the instance lease", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    auto r = tx.exec_params(
-        "UPDATE EventQueueInstances SET Heartbeat = now(), "
-        "LeaseUntil = now() + $3::bigint * interval '1 millisecond', Counters = $4 "
-        "WHERE Name = $1 AND Token = $2",
-        std::string(name), std::string(token), static_cast<long long>(lease.count()), text);
-    return r.affected_rows() == 1;
+    return tx
+        .exec_params1("SELECT eventq_renew_instance($1, $2, $3, $4)", std::string(name),
+                      std::string(token), static_cast<long long>(lease.count()), text)[0]
+        .as<bool>();
   });
 }
 
@@ -197,7 +188,8 @@ std::vector<control_request> postgres_storage::take_control_requests(std::string
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(
         "UPDATE EventQueueControl SET PickedUp = now() WHERE Instance = $1 AND PickedUp IS NULL "
-        "AND EXISTS (SELECT 1 FROM EventQueueInstances WHERE Name = $1 AND Token = $2) "
+        "AND EXISTS (SELECT 1 FROM EventQueueInstances WHERE Name = $1 "
+        "AND Token = eventq_token_hash($2)) "
         "RETURNING " EVENTQ_CONTROL_COLUMNS,
         std::string(name), std::string(token));
     std::vector<control_request> out;
@@ -246,10 +238,7 @@ std::string postgres_storage::cursor_before(system_clock::time_point since) {
 void postgres_storage::release_instance(std::string_view name, std::string_view token) {
   on_admin("releasing the instance lease", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_params(
-        "UPDATE EventQueueInstances SET Heartbeat = now(), LeaseUntil = now() "
-        "WHERE Name = $1 AND Token = $2",
-        std::string(name), std::string(token));
+    tx.exec_params("SELECT eventq_release_instance($1, $2)", std::string(name), std::string(token));
     return 0;
   });
 }
@@ -341,18 +330,11 @@ bool postgres_storage::acquire_task(std::string_view task, std::string_view hold
                                     std::chrono::milliseconds min_interval) {
   return on_admin("taking a task lease", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    auto r = tx.exec_params(
-        "INSERT INTO EventQueueTasks (Name, Holder, LeaseUntil) VALUES ($1, $2, "
-        "now() + $3::bigint * interval '1 millisecond') "
-        "ON CONFLICT (Name) DO UPDATE SET Holder = EXCLUDED.Holder, "
-        "LeaseUntil = EXCLUDED.LeaseUntil "
-        "WHERE (EventQueueTasks.Holder IS NULL OR EventQueueTasks.LeaseUntil <= now() "
-        "OR EventQueueTasks.Holder = EXCLUDED.Holder) "
-        "AND (EventQueueTasks.Holder = EXCLUDED.Holder OR EventQueueTasks.LastRun IS NULL "
-        "OR EventQueueTasks.LastRun <= now() - $4::bigint * interval '1 millisecond')",
-        std::string(task), std::string(holder), static_cast<long long>(length.count()),
-        static_cast<long long>(min_interval.count()));
-    return r.affected_rows() == 1;
+    return tx
+        .exec_params1("SELECT eventq_acquire_task($1, $2, $3, $4)", std::string(task),
+                      std::string(holder), static_cast<long long>(length.count()),
+                      static_cast<long long>(min_interval.count()))[0]
+        .as<bool>();
   });
 }
 
@@ -360,13 +342,9 @@ void postgres_storage::release_task(std::string_view task, std::string_view hold
                                     std::string_view result) {
   on_admin("releasing a task lease", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_params(
-        "UPDATE EventQueueTasks SET Holder = NULL, LeaseUntil = NULL, "
-        "LastRun = CASE WHEN $3::boolean THEN now() ELSE LastRun END, "
-        "LastResult = CASE WHEN $3::boolean THEN $4 ELSE LastResult END "
-        "WHERE Name = $1 AND Holder = $2",
-        std::string(task), std::string(holder), std::string(completed ? "true" : "false"),
-        std::string(result));
+    tx.exec_params("SELECT eventq_release_task($1, $2, $3::boolean, $4)", std::string(task),
+                   std::string(holder), std::string(completed ? "true" : "false"),
+                   std::string(result));
     return 0;
   });
 }

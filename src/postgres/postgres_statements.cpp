@@ -112,6 +112,10 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
   c.prepare("eventq_set",
             "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
             "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
+  // The fence: the write happens only while the registry row of the instance holds the
+  // caller's token, in one statement (migration 0008; runs as the schema's owner, so that the
+  // application role needs no UPDATE on Properties).
+  c.prepare("eventq_store_cursor", "SELECT eventq_store_cursor($1, $2, $3)");
 }
 
 event_record to_record(const pqxx::row& row) {

@@ -252,6 +252,16 @@ void postgres_storage::store_cursor(std::string_view instance, std::string_view 
   });
 }
 
+bool postgres_storage::store_cursor_fenced(std::string_view instance, std::string_view token,
+                                           std::string_view cursor) {
+  return on_reader("storing a cursor", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto r = tx.exec_prepared1("eventq_store_cursor", std::string(instance), std::string(token),
+                               std::string(cursor));
+    return r[0].as<bool>();
+  });
+}
+
 std::string postgres_storage::get_or_insert_property(std::string_view key, std::string_view value) {
   return on_reader("storing a property", [&](pqxx::connection& c) {
     // Read committed: the SELECT, a statement of its own, sees a row that a concurrent opener

@@ -64,6 +64,8 @@ class postgres_storage final : public storage {
   std::string oldest_cursor() override;
   std::optional<std::string> load_cursor(std::string_view instance) override;
   void store_cursor(std::string_view instance, std::string_view cursor) override;
+  bool store_cursor_fenced(std::string_view instance, std::string_view token,
+                           std::string_view cursor) override;
   std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
   bool wait_for_change(std::chrono::milliseconds timeout) override;

@@ -105,6 +105,13 @@ sqlite_storage::sqlite_storage(const std::string& path, const options& opts, boo
       std::make_unique<statement>(m_reader,
                                   "INSERT INTO Properties (Key, Value) VALUES (?1, ?2) "
                                   "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
+  // The fence: one statement, so no other process can take the name between the check and the
+  // write. (The WHERE also settles SQLite's parsing ambiguity of INSERT ... SELECT ... ON.)
+  m_set_cursor_fenced = std::make_unique<statement>(
+      m_reader,
+      "INSERT INTO Properties (Key, Value) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM "
+      "EventQueueInstances WHERE Name = ?3 AND Token = ?4) "
+      "ON CONFLICT (Key) DO UPDATE SET Value = excluded.Value");
   m_data_version = std::make_unique<statement>(m_reader, "PRAGMA data_version");
   data_version_changed();  // records the starting value
   m_watching = watch;
@@ -321,6 +328,17 @@ std::string sqlite_storage::get_or_insert_property(std::string_view key, std::st
 void sqlite_storage::store_cursor(std::string_view instance, std::string_view cursor) {
   std::lock_guard lk(m_read_mutex);
   m_set_property->bind(1, detail::cursor_key(instance)).bind(2, cursor).run();
+}
+
+bool sqlite_storage::store_cursor_fenced(std::string_view instance, std::string_view token,
+                                         std::string_view cursor) {
+  std::lock_guard lk(m_read_mutex);
+  m_set_cursor_fenced->bind(1, detail::cursor_key(instance))
+      .bind(2, cursor)
+      .bind(3, instance)
+      .bind(4, token)
+      .run();
+  return m_reader.changes() == 1;
 }
 
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {

@@ -50,6 +50,8 @@ class sqlite_storage final : public storage {
   std::string oldest_cursor() override;
   std::optional<std::string> load_cursor(std::string_view instance) override;
   void store_cursor(std::string_view instance, std::string_view cursor) override;
+  bool store_cursor_fenced(std::string_view instance, std::string_view token,
+                           std::string_view cursor) override;
   std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
   bool wait_for_change(std::chrono::milliseconds timeout) override;
@@ -120,6 +122,7 @@ class sqlite_storage final : public storage {
   std::unique_ptr<statement> m_select_oldest;     // min(Id), the sequence and the incarnation
   std::unique_ptr<statement> m_get_property;
   std::unique_ptr<statement> m_set_property;
+  std::unique_ptr<statement> m_set_cursor_fenced;  // m_set_property while the token holds the name
   std::unique_ptr<statement> m_data_version;
   std::int64_t m_last_data_version = -1;
 
