@@ -27,7 +27,7 @@ class event_source {
   virtual const options& config() const = 0;
 };
 
-class queue_source final : public event_source {
+class queue_source : public event_source {
  public:
   explicit queue_source(queue& q) : m_q(q) {}
   subscription subscribe(std::string type, raw_handler handler) override {
@@ -41,7 +41,7 @@ class queue_source final : public event_source {
   }
   const options& config() const override { return m_q.config(); }
 
- private:
+ protected:
   queue& m_q;
 };
 
@@ -91,10 +91,11 @@ struct session_access {
 
 namespace {
 
-class session_source final : public event_source {
+// Rows through a session's listeners; raises and Missed through its queue.
+class session_source final : public queue_source {
  public:
   session_source(queue& q, session& s)
-      : m_q(q), m_s(s), m_held(std::make_shared<registrations>()) {}
+      : queue_source(q), m_s(s), m_held(std::make_shared<registrations>()) {}
   subscription subscribe(std::string type, raw_handler handler) override {
     event_filter f;
     f.types = {std::move(type)};
@@ -111,16 +112,8 @@ class session_source final : public event_source {
         });
     return m_held->keep(std::move(r));
   }
-  subscription on_missed(missed_handler handler) override {
-    return m_q.on_missed(std::move(handler));
-  }
-  std::int64_t raise(std::string_view type, const nlohmann::json& data) override {
-    return m_q.raise_raw(type, data, raise_mode::globally);
-  }
-  const options& config() const override { return m_q.config(); }
 
  private:
-  queue& m_q;
   session& m_s;
   std::shared_ptr<registrations> m_held;
 };
