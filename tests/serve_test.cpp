@@ -114,6 +114,7 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
 
   auto dom = chromium_dom(srv.url + "/", dir);
   INFO(dom);
+  INFO(srv.err());
   REQUIRE(dom.find("<h1>eventq status</h1>") != std::string::npos);
   CHECK(std::regex_search(
       dom, std::regex("<tr[^>]*data-instance=\"web-fast\"[^>]*>.*?<td class=\"n behind\">0</td>")));
@@ -146,6 +147,7 @@ TEST_CASE("the status page lists every instance with its lag; hostile text shows
                       std::to_string(request_id) + "</td><td>web-slow</td><td>replay since")));
 
   httplib::Client http("127.0.0.1", srv.port);
+  INFO(srv.err());
   auto metrics = http.Get("/metrics");
   REQUIRE(metrics);
   CHECK(metrics->status == 200);
@@ -206,6 +208,7 @@ TEST_CASE("listening beyond loopback needs a token, and then every request must 
   server srv({"serve", "--db", db, "--listen", "0.0.0.0:0", "--token", "s3cret"});
   REQUIRE_MESSAGE(srv.port > 0, srv.err());
   httplib::Client http("127.0.0.1", srv.port);
+  INFO(srv.err());
   for (const char* path : {"/", "/metrics", "/api/status"}) {
     INFO(path);
     auto none = http.Get(path);
