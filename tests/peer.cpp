@@ -19,6 +19,10 @@
 //   peer timed   URL NAME STOP OUT      raise "timed" events back to back until the file STOP
 //                                       exists; write "start_ns duration_ns" per raise to OUT
 //                                       (steady clock, comparable across processes)
+//   peer farm    NAME READY URL...       open one queue per URL (a farm's app server with a queue
+//                                       per database), create the file READY once all poll,
+//                                       exit 0 once a "farm.ping" event arrived on every queue
+//                                       (1 after 120 s)
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -30,6 +34,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "eventq/eventq.h"
 
@@ -260,6 +265,33 @@ int count_missed(const std::string& url, const std::string& name, int polls) {
 
 }  // namespace
 
+int farm(const std::string& name, const std::string& ready, const std::vector<std::string>& urls) {
+  std::mutex m;
+  std::condition_variable cv;
+  std::set<std::size_t> got;
+  std::vector<std::unique_ptr<eventq::queue>> queues;
+  std::vector<eventq::subscription> subs;
+  for (std::size_t i = 0; i < urls.size(); ++i) {
+    // The default poll interval: within the test's time, events arrive through NOTIFY.
+    queues.push_back(open_waiting(urls[i], opts(name, 2000ms)));
+    subs.push_back(queues.back()->subscribe_raw(
+        "farm.ping", [&, i](const eventq::event_record&, const nlohmann::json&) {
+          std::lock_guard lk(m);
+          got.insert(i);
+          cv.notify_all();
+        }));
+    queues.back()->start();
+  }
+  std::ofstream(ready) << "ready\n";
+  std::unique_lock lk(m);
+  if (!cv.wait_for(lk, 120s, [&] { return got.size() == urls.size(); })) {
+    std::cerr << name << ": " << got.size() << " of " << urls.size()
+              << " queues got farm.ping within 120 s\n";
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> a(argv, argv + argc);
   try {
@@ -273,6 +305,7 @@ int main(int argc, char** argv) {
     if (a.size() == 5 && a[1] == "hold") return hold(a[2], a[3], std::stoi(a[4]));
     if (a.size() == 6 && a[1] == "timed") return timed(a[2], a[3], a[4], a[5]);
     if (a.size() == 5 && a[1] == "missed") return count_missed(a[2], a[3], std::stoi(a[4]));
+    if (a.size() >= 5 && a[1] == "farm") return farm(a[2], a[3], {a.begin() + 4, a.end()});
   } catch (const std::exception& e) {
     std::cerr << "peer: " << e.what() << '\n';
     return 1;

@@ -45,10 +45,16 @@ inline std::string fresh_schema() {
   return s;
 }
 
-/// The server URL with `schema=NAME` (and any extra query parameters).
+/// The server URL with `schema=NAME` (and any extra query parameters), and the queue
+/// parameters the harness asks for ($EVENTQ_TEST_PG_QUEUE_PARAMS, e.g. pool_mode=transaction
+/// behind PgBouncer).
 inline std::string url_with_schema(const std::string& schema, const std::string& extra = "") {
   std::string base = server_url();
-  return base + (base.find('?') == std::string::npos ? "?" : "&") + "schema=" + schema + extra;
+  std::string url =
+      base + (base.find('?') == std::string::npos ? "?" : "&") + "schema=" + schema + extra;
+  const char* params = std::getenv("EVENTQ_TEST_PG_QUEUE_PARAMS");
+  if (params && *params) url += std::string("&") + params;
+  return url;
 }
 
 /// The schema a URL made by url_with_schema names.
@@ -58,9 +64,16 @@ inline std::string schema_of(const std::string& url) {
   return url.substr(p + 7, e == std::string::npos ? std::string::npos : e - p - 7);
 }
 
+/// The server itself, not PgBouncer in front of it ($EVENTQ_TEST_PG_DIRECT_URL, set by
+/// with-postgres --pgbouncer): what raw SQL with session settings needs.
+inline std::string direct_url() {
+  const char* direct = std::getenv("EVENTQ_TEST_PG_DIRECT_URL");
+  return direct && *direct ? std::string(direct) : server_url();
+}
+
 /// A raw connection to the test database with search_path set to `schema`.
 inline std::unique_ptr<pqxx::connection> connect(const std::string& schema) {
-  auto c = std::make_unique<pqxx::connection>(server_url());
+  auto c = std::make_unique<pqxx::connection>(direct_url());
   c->set_variable("client_min_messages", "warning");
   c->set_variable("search_path", schema);
   return c;

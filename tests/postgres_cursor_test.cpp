@@ -11,7 +11,10 @@
 #include <random>
 #include <set>
 
+#include "../src/postgres/postgres_config.h"
 #include "../src/postgres/postgres_cursor.h"
+#include "../src/postgres/postgres_statements.h"
+#include "eventq/error.h"
 
 using namespace eventq::postgres;
 
@@ -388,4 +391,68 @@ TEST_CASE("plan_read: the Stamps range starts at prev's xmax, or after the last 
   CHECK(q.from_id == 7);
   CHECK(q.range_from_stamp == 300);  // past xmax already: from the last row delivered
   CHECK(q.range_from_id == 7);
+}
+
+// Issue 12: statements name their schema, so that queues of every schema share connections and
+// nothing depends on a (pooled) connection's search_path.
+TEST_CASE("qualify() names the schema of every eventq table, view and function, nothing else") {
+  using eventq::postgres::qualify;
+  CHECK(qualify("SELECT Value FROM Properties WHERE Key = $1", "s1") ==
+        "SELECT Value FROM s1.Properties WHERE Key = $1");
+  CHECK(qualify("SELECT eventq_renew_instance($1), x FROM EventQueueInstances i JOIN "
+                "EventQueue e ON true",
+                "web") ==
+        "SELECT web.eventq_renew_instance($1), x FROM web.EventQueueInstances i JOIN "
+        "web.EventQueue e ON true");
+  // Already qualified, a column reference through the table's name, literals (channel names,
+  // property keys) and quoted names are left alone; so are columns and unknown functions.
+  CHECK(qualify("SELECT EventQueue.Stamp FROM other.EventQueue WHERE k = 'EventQueue' AND "
+                "n = 'eventq_x(' AND \"Properties\" IS NULL AND EventType = 'it''s Properties'",
+                "s") ==
+        "SELECT EventQueue.Stamp FROM other.EventQueue WHERE k = 'EventQueue' AND "
+        "n = 'eventq_x(' AND \"Properties\" IS NULL AND EventType = 'it''s Properties'");
+  CHECK(qualify("SELECT pg_notify('eventq_s', ''), EventQueueLagging FROM eventqueuestats", "s") ==
+        "SELECT pg_notify('eventq_s', ''), EventQueueLagging FROM s.eventqueuestats");
+  // Every statement the backend prepares names its schema wherever it names a table.
+  for (const auto& st : eventq::postgres::statements_for("farm_a")) {
+    INFO(st.name << ": " << st.sql);
+    if (std::string(st.name) == "eventq_wake") continue;  // names no table
+    CHECK(st.sql.find(" EventQueue ") == std::string::npos);
+    CHECK(st.sql.find(" Properties ") == std::string::npos);
+    CHECK(st.sql.find("farm_a.") != std::string::npos);
+  }
+}
+
+TEST_CASE("pool_size and pool_mode: defaults, and a clear error for what cannot work") {
+  using eventq::postgres::parse_url;
+  auto plain = parse_url("postgresql://u@h/db?schema=s");
+  CHECK(plain.pool_size == 1);
+  CHECK_FALSE(plain.transaction_pooling);
+  CHECK(plain.notify);
+  auto pooled = parse_url("postgresql://u@h/db?pool_mode=transaction&pool_size=4");
+  CHECK(pooled.transaction_pooling);
+  CHECK(pooled.pool_size == 4);
+  CHECK_FALSE(pooled.notify);  // LISTEN cannot work through transaction pooling
+  CHECK(pooled.conninfo.find("pool_") == std::string::npos);  // not given to libpq
+  auto keywords = parse_url("host=h dbname=db eventq_pool_mode=transaction eventq_pool_size=2");
+  CHECK(keywords.transaction_pooling);
+  CHECK(keywords.pool_size == 2);
+  CHECK(keywords.conninfo.find("eventq_") == std::string::npos);
+  auto code_of = [](const char* url) {
+    try {
+      parse_url(url);
+    } catch (const eventq::error& e) {
+      return e.code();
+    }
+    return eventq::errc{};
+  };
+  CHECK(code_of("postgresql://h/db?pool_mode=transaction&notify=on") == eventq::errc::invalid_url);
+  CHECK(code_of("postgresql://h/db?pool_size=0") == eventq::errc::invalid_url);
+  CHECK(code_of("postgresql://h/db?pool_size=65") == eventq::errc::invalid_url);
+  CHECK(code_of("postgresql://h/db?pool_mode=statement") == eventq::errc::invalid_url);
+  // Queues that differ in what their connections are set up with do not share them.
+  CHECK(parse_url("postgresql://h/db?schema=a").pool_key() ==
+        parse_url("postgresql://h/db?schema=b").pool_key());
+  CHECK(parse_url("postgresql://h/db?statement_timeout=5").pool_key() !=
+        parse_url("postgresql://h/db").pool_key());
 }

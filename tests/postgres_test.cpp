@@ -729,3 +729,40 @@ TEST_CASE("batch append: fields stay in their rows, unsigned rows store NULL, an
   check_rows({row(std::string("a\x1f") + "b", R"({"c":3})", "", "", raise_mode::globally),
               row("t.four", R"({"d":"\u001f"})", "k1", "0a0b", raise_mode::both)});
 }
+
+// Issue 12: the queues of a process share its connections whatever their schemas (and, through
+// PgBouncer, share server connections with other processes): every statement names its schema,
+// so no row and no cursor crosses, even with the same instance name in both.
+TEST_CASE("two schemas on one connection: no row or cursor crosses between them") {
+  const auto schema_a = pg::fresh_schema();
+  const auto schema_b = pg::fresh_schema();
+  const auto url_a = pg::url_with_schema(schema_a);
+  const auto url_b = pg::url_with_schema(schema_b);
+  inbox got_a, got_b, wrong;
+  eventq::queue qa(url_a, test_options("same"));
+  eventq::queue qb(url_b, test_options("same"));
+  auto sa = qa.subscribe_raw("a", got_a.handler());
+  auto sb = qb.subscribe_raw("b", got_b.handler());
+  auto wa = qa.subscribe_raw("b", wrong.handler());
+  auto wb = qb.subscribe_raw("a", wrong.handler());
+  qa.start();
+  qb.start();
+  for (int i = 0; i < 50; ++i) {
+    qa.raise_raw("a", {{"i", i}}, raise_mode::both);
+    qb.raise_raw("b", {{"i", i}}, raise_mode::both);
+  }
+  REQUIRE(eventq::test::wait_until([&] { return got_a.size() == 50 && got_b.size() == 50; }, 20s));
+  qa.stop();
+  qb.stop();
+  CHECK(wrong.size() == 0);
+  CHECK(pg::text(schema_a, "SELECT string_agg(DISTINCT EventType, ',') FROM EventQueue") == "a");
+  CHECK(pg::text(schema_b, "SELECT string_agg(DISTINCT EventType, ',') FROM EventQueue") == "b");
+  // Each schema's cursor for "same" points into its own table: after it, nothing is left.
+  for (const auto& s : {schema_a, schema_b}) {
+    INFO("schema " << s);
+    CHECK(pg::text(s,
+                   "SELECT count(*) FROM EventQueue e, Properties p WHERE p.Key = "
+                   "'EQStamp_same' AND NOT pg_visible_in_snapshot(e.Stamp, "
+                   "eventq_cursor_snapshot(p.Value))") == "0");
+  }
+}

@@ -314,7 +314,7 @@ TEST_CASE("over a session: rows arrive on its handler threads; a non-registry ro
   REQUIRE(s.drain(10s));
   {
     std::lock_guard lk(m);
-    CHECK(params == std::vector<std::string>{"1", "3"});  // in row order, the bare row not
+    CHECK(params == std::vector<std::string>{"1", "3"});    // in row order, the bare row not
     CHECK(threads.count(std::this_thread::get_id()) == 0);  // a handler thread, not poll_once's
   }
   CHECK(rb.stats().received == 2);

@@ -141,13 +141,15 @@ child_process::~child_process() {
 std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
+    if (m_reaped) return m_status;
     int status = 0;
     pid_t r = waitpid(m_pid, &status, WNOHANG);
     if (r == m_pid) {
       m_reaped = true;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-      return -1;
+      m_status = WIFEXITED(status)     ? WEXITSTATUS(status)
+                 : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                       : -1;
+      return m_status;
     }
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

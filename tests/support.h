@@ -68,7 +68,8 @@ class child_process {
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
 
-  /// Waits up to `timeout` for the exit; returns the exit status, or nullopt on timeout.
+  /// Waits up to `timeout` for the exit; returns the exit status (again on later calls), or
+  /// nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds timeout);
   void kill(int sig);
   pid_t pid() const { return m_pid; }
@@ -76,6 +77,7 @@ class child_process {
  private:
   pid_t m_pid = -1;
   bool m_reaped = false;
+  int m_status = -1;
 };
 
 /// The test helper program (tests/peer.cpp).

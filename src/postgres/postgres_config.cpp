@@ -46,6 +46,48 @@ std::chrono::milliseconds parse_ms(std::string_view value, const std::string& di
   return std::chrono::milliseconds(*n);
 }
 
+int parse_pool_size(std::string_view value, const std::string& display, std::string_view key) {
+  auto n = detail::parse_int64(value);
+  if (!n || *n < 1 || *n > 64) {
+    throw error(errc::invalid_url, "database URL '" + display + "': " + std::string(key) +
+                                       " must be a number of connections from 1 to 64, not '" +
+                                       std::string(value) + "'");
+  }
+  return static_cast<int>(*n);
+}
+
+bool parse_pool_mode(std::string_view value, const std::string& display, std::string_view key) {
+  auto v = lower(value);
+  if (v == "session") return false;
+  if (v == "transaction") return true;
+  throw error(errc::invalid_url,
+              "database URL '" + display + "': " + std::string(key) + " must be 'session' (a " +
+                  "direct connection, or PgBouncer's pool_mode=session) or 'transaction' " +
+                  "(PgBouncer's pool_mode=transaction), not '" + std::string(value) + "'");
+}
+
+// eventq's own parameters, in either form ("eventq_" + key in libpq's keyword form). False
+// for a key that is libpq's.
+bool take_parameter(std::string_view key, std::string_view value, config& c) {
+  if (key == "schema") {
+    c.schema = std::string(value);
+  } else if (key == "notify") {
+    c.notify = parse_switch(value, c.display, key);
+    c.notify_given = true;
+  } else if (key == "statement_timeout") {
+    c.statement_timeout = parse_ms(value, c.display, key);
+  } else if (key == "lock_timeout") {
+    c.lock_timeout = parse_ms(value, c.display, key);
+  } else if (key == "pool_size") {
+    c.pool_size = parse_pool_size(value, c.display, key);
+  } else if (key == "pool_mode") {
+    c.transaction_pooling = parse_pool_mode(value, c.display, key);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 // libpq parameters that bound a connection's waits, added unless the URL sets them: a network
 // black hole then fails a call in seconds, not after the kernel's two hours.
 constexpr std::pair<const char*, const char*> k_libpq_defaults[] = {
@@ -75,15 +117,7 @@ void parse_uri(std::string_view url, config& c) {
       auto eq = item.find('=');
       std::string_view key = item.substr(0, eq);
       std::string_view value = eq == std::string_view::npos ? "" : item.substr(eq + 1);
-      if (key == "schema") {
-        c.schema = std::string(value);
-      } else if (key == "notify") {
-        c.notify = parse_switch(value, c.display, "notify");
-      } else if (key == "statement_timeout") {
-        c.statement_timeout = parse_ms(value, c.display, key);
-      } else if (key == "lock_timeout") {
-        c.lock_timeout = parse_ms(value, c.display, key);
-      } else {
+      if (!take_parameter(key, value, c)) {
         if (is_libpq_default(key)) present.emplace_back(key);
         kept.emplace_back(item);
       }
@@ -141,15 +175,8 @@ void parse_keywords(std::string_view s, config& c) {
       }
     }
     std::string raw(s.substr(start, i - start));
-    if (key == "eventq_schema") {
-      c.schema = value;
-    } else if (key == "eventq_notify") {
-      c.notify = parse_switch(value, c.display, "eventq_notify");
-    } else if (key == "eventq_statement_timeout") {
-      c.statement_timeout = parse_ms(value, c.display, key);
-    } else if (key == "eventq_lock_timeout") {
-      c.lock_timeout = parse_ms(value, c.display, key);
-    } else {
+    if (!starts_with(key, "eventq_") ||
+        !take_parameter(std::string_view(key).substr(7), value, c)) {
       if (is_libpq_default(key)) present.push_back(key);
       if (!out.empty()) out += ' ';
       out += raw;
@@ -189,7 +216,25 @@ config parse_url(std::string_view url) {
     parse_keywords(url, c);
   }
   check_schema_name(c.schema, true);
+  if (c.transaction_pooling) {
+    // Through transaction pooling, LISTEN would hold on to whichever server connection the
+    // pooler lent for that one statement: notifications never arrive.
+    if (c.notify && c.notify_given) {
+      throw error(errc::invalid_url,
+                  "database URL '" + c.display +
+                      "': notify=on does not work with pool_mode=transaction (a LISTEN through "
+                      "a transaction pooler listens on a server connection other clients then "
+                      "borrow); use notify=off, or PgBouncer's session mode for wake-ups");
+    }
+    c.notify = false;
+  }
   return c;
+}
+
+std::string config::pool_key() const {
+  return conninfo + '\n' + std::to_string(statement_timeout.count()) + '/' +
+         std::to_string(lock_timeout.count()) + '/' + std::to_string(pool_size) + '/' +
+         (transaction_pooling ? "transaction" : "session");
 }
 
 std::string insert_statement(std::string_view schema, wake_up wake) {

@@ -5,6 +5,7 @@
 #include <pqxx/pqxx>
 
 #include "eventq/error.h"
+#include "postgres/postgres_statements.h"
 #include "postgres/postgres_storage.h"
 #include "postgres/postgres_watchdog.h"
 
@@ -19,44 +20,69 @@ namespace eventq::postgres {
 // which would leave its outcome in doubt.
 bool looks_closed(const pqxx::connection& c);
 
-// Runs f(reader connection) under the read mutex. These calls are idempotent, so a connection
-// that broke while idle (server restarted since the last call) is replaced and f runs again.
+// Runs f(lease of a pooled connection) under the read mutex. These calls are idempotent, so a
+// connection that broke while idle (server restarted since the last call) is replaced and f runs
+// again.
 template <class F>
 auto postgres_storage::on_reader(const char* what, F&& f) {
   std::lock_guard lk(m_read_mutex);
   for (int attempt = 0;; ++attempt) {
-    bool reused = m_reader && m_reader->is_open();
-    // A cancel request that stop() sent for this call may reach the server after the call
-    // ended: it would cancel the connection's next statement (a poll_once() after stop(), say).
-    // So a connection that a cancel was sent for is not used again, whatever the outcome.
-    struct drop_if_cancelled {
-      postgres_storage& s;
-      ~drop_if_cancelled() {
-        if (s.m_watchdog->take_cancelled(watchdog::reader)) s.m_reader.reset();
-      }
-    };
+    bool reused = false;
     try {
-      drop_if_cancelled guard{*this};
-      auto& c = reader();
-      watchdog::armed watch(*m_watchdog, watchdog::reader, c);
-      return f(c);
+      auto c = m_pool->acquire(*m_watchdog, watchdog::reader, what);
+      reused = c.reused();
+      // A cancel request that stop() sent for this call may reach the server after the call
+      // ended: it would cancel the connection's next statement (another queue's, or a
+      // poll_once() after stop()). So a connection that a cancel was sent for is not used
+      // again, whatever the outcome; it is dropped before it goes back to the pool.
+      struct drop_if_cancelled {
+        watchdog& w;
+        connection_pool::lease& c;
+        ~drop_if_cancelled() {
+          if (w.take_cancelled(watchdog::reader)) c.discard();
+        }
+      } guard{*m_watchdog, c};
+      try {
+        watchdog::armed watch(*m_watchdog, watchdog::reader, c.conn());
+        return f(c);
+      } catch (const error&) {
+        throw;
+      } catch (...) {
+        c.discard();
+        throw;
+      }
     } catch (const error&) {
       throw;
     } catch (const pqxx::broken_connection&) {
-      m_reader.reset();
       if (m_watchdog->fired(watchdog::reader)) throw_cut_off(m_cfg, what, m_watchdog->limit());
       if (reused && attempt == 0) continue;
       rethrow_as_error(m_cfg, what);
     } catch (const pqxx::sql_error& e) {
-      m_reader.reset();
       if (m_watchdog->fired(watchdog::reader)) throw_cut_off(m_cfg, what, m_watchdog->limit());
       if (reused && attempt == 0 && is_unavailable(e)) continue;
       rethrow_as_error(m_cfg, what);
     } catch (...) {
-      m_reader.reset();
       rethrow_as_error(m_cfg, what);
     }
   }
+}
+
+template <class... A>
+pqxx::result postgres_storage::run(pqxx::transaction_base& tx, connection_pool::lease& c,
+                                   const std::string& name, bool prepared, A&&... args) {
+  const auto found = m_statements.find(name);
+  if (found == m_statements.end()) {
+    throw error(errc::database_error, "internal: no PostgreSQL statement '" + name + "'");
+  }
+  if (!prepared || m_cfg.transaction_pooling) {
+    // Through a transaction pooler, each transaction may run on another server connection,
+    // which has not seen this one's PREPARE: unnamed statements only.
+    return tx.exec_params(found->second.sql, std::forward<A>(args)...);
+  }
+  c.once(prepared_name("", m_cfg.schema), [&](pqxx::connection& conn) {
+    for (const auto& [n, s] : m_statements) conn.prepare(s.prepared_name, s.sql);
+  });
+  return tx.exec_prepared(found->second.prepared_name, std::forward<A>(args)...);
 }
 
 }  // namespace eventq::postgres

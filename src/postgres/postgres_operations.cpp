@@ -1,12 +1,14 @@
 // The PostgreSQL storage, part two: the instance registry, task leases, cleanup and statistics.
 // Lease times come from the server's clock (now()), so hosts with skewed clocks agree on who is
-// live. Everything here runs on the admin connection, under its own mutex.
+// live. Everything here runs on a connection of the process's pool (postgres_pool.h), one call at a
+// time under the admin mutex.
 #include <pqxx/pqxx>
 
 #include <algorithm>
 
 #include "eventq/error.h"
 #include "postgres/postgres_connection.h"
+#include "postgres/postgres_statements.h"
 #include "postgres/postgres_storage.h"
 #include "util.h"
 
@@ -56,6 +58,29 @@ std::pair<long long, long long> ages_of(const expiry& bounds) {
   return {age(bounds.keep, bounds.cutoff), age(bounds.max_age, bounds.hard_cutoff)};
 }
 
+// A transaction whose statements are qualify()'d with the queue's schema: none depends on
+// the connection's search_path.
+template <class T>
+class in_schema {
+ public:
+  in_schema(pqxx::connection& c, const std::string& schema) : m_tx(c), m_schema(schema) {}
+  pqxx::result exec(std::string_view q) { return m_tx.exec(qualify(q, m_schema)); }
+  pqxx::row exec1(std::string_view q) { return m_tx.exec1(qualify(q, m_schema)); }
+  template <class... A>
+  pqxx::result exec_params(std::string_view q, A&&... args) {
+    return m_tx.exec_params(qualify(q, m_schema), std::forward<A>(args)...);
+  }
+  template <class... A>
+  pqxx::row exec_params1(std::string_view q, A&&... args) {
+    return m_tx.exec_params1(qualify(q, m_schema), std::forward<A>(args)...);
+  }
+  void commit() { m_tx.commit(); }
+
+ private:
+  T m_tx;
+  const std::string& m_schema;
+};
+
 }  // namespace
 
 // Runs f(admin connection) under the admin mutex; a connection that broke is replaced next time.
@@ -63,21 +88,27 @@ template <class F>
 auto postgres_storage::on_admin(const char* what, F&& f) {
   std::lock_guard lk(m_admin_mutex);
   try {
-    if (!m_admin || !m_admin->is_open()) m_admin = connect("admin");
-    watchdog::armed watch(*m_watchdog, watchdog::admin, *m_admin);
-    return f(*m_admin);
+    auto c = m_pool->acquire(*m_watchdog, watchdog::admin, what);
+    try {
+      watchdog::armed watch(*m_watchdog, watchdog::admin, c.conn());
+      return f(c.conn());
+    } catch (const error&) {
+      throw;
+    } catch (...) {
+      c.discard();
+      throw;
+    }
   } catch (const error&) {
     throw;
   } catch (...) {
-    m_admin.reset();
     if (m_watchdog->fired(watchdog::admin)) throw_cut_off(m_cfg, what, m_watchdog->limit());
     rethrow_as_error(m_cfg, what);
   }
 }
 
 int postgres_storage::schema_version() {
-  return on_admin("reading the schema version", [](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+  return on_admin("reading the schema version", [this](pqxx::connection& c) {
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     return tx.exec1("SELECT coalesce(max(Version), 0) FROM EventQueueSchema")[0].as<int>();
   });
 }
@@ -85,7 +116,7 @@ int postgres_storage::schema_version() {
 bool postgres_storage::claim_instance(const instance_registration& who,
                                       std::chrono::milliseconds lease, std::int64_t dead_pid) {
   return on_admin("registering the instance", [&](pqxx::connection& c) {
-    pqxx::work tx(c);
+    in_schema<pqxx::work> tx(c, m_cfg.schema);
     // Migration 0008's function: it checks the lease (and the token, stored hashed) as the
     // schema's owner, so that the application role needs no UPDATE on the registry.
     auto claimed =
@@ -124,7 +155,7 @@ bool postgres_storage::take_over_instance(const instance_registration& who, std:
 bool postgres_storage::renew_instance(std::string_view name, std::string_view token,
                                       std::chrono::milliseconds lease) {
   return on_admin("renewing the instance lease", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     return tx
         .exec_params1("SELECT eventq_renew_instance($1, $2, $3, NULL)", std::string(name),
                       std::string(token), static_cast<long long>(lease.count()))[0]
@@ -136,7 +167,7 @@ bool postgres_storage::renew_instance(std::string_view name, std::string_view to
                                       std::chrono::milliseconds lease, const metrics& counters) {
   auto text = detail::metrics_to_text(counters);
   return on_admin("renewing the instance lease", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     return tx
         .exec_params1("SELECT eventq_renew_instance($1, $2, $3, $4)", std::string(name),
                       std::string(token), static_cast<long long>(lease.count()), text)[0]
@@ -168,7 +199,7 @@ control_request control_row(const pqxx::row& row) {
 
 std::int64_t postgres_storage::add_control_request(const control_request& r) {
   return on_admin("storing an operator request", [&](pqxx::connection& c) {
-    pqxx::work tx(c);
+    in_schema<pqxx::work> tx(c, m_cfg.schema);
     std::optional<std::string> since;
     if (r.since) since = timestamptz(*r.since);
     auto rows = tx.exec_params(
@@ -185,7 +216,7 @@ std::int64_t postgres_storage::add_control_request(const control_request& r) {
 std::vector<control_request> postgres_storage::take_control_requests(std::string_view name,
                                                                      std::string_view token) {
   return on_admin("taking operator requests", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto rows = tx.exec_params(
         "UPDATE EventQueueControl SET PickedUp = now() WHERE Instance = $1 AND PickedUp IS NULL "
         "AND EXISTS (SELECT 1 FROM EventQueueInstances WHERE Name = $1 "
@@ -201,7 +232,7 @@ std::vector<control_request> postgres_storage::take_control_requests(std::string
 
 void postgres_storage::complete_control_request(std::int64_t id, std::string_view result) {
   on_admin("acknowledging an operator request", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     tx.exec_params("UPDATE EventQueueControl SET Done = now(), Result = $2 WHERE Id = $1",
                    static_cast<long long>(id), std::string(result));
   });
@@ -209,7 +240,7 @@ void postgres_storage::complete_control_request(std::int64_t id, std::string_vie
 
 std::vector<control_request> postgres_storage::control_requests(std::size_t recent) {
   return on_admin("listing operator requests", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto rows = tx.exec_params(
         "SELECT " EVENTQ_CONTROL_COLUMNS
         " FROM EventQueueControl WHERE Done IS NULL OR Id IN (SELECT Id FROM "
@@ -225,7 +256,7 @@ std::string postgres_storage::cursor_before(system_clock::time_point since) {
   // A snapshot "X:X:" sees every transaction before X and none from X on: reading after it
   // delivers every row whose Stamp is X or later, the rows raised since `since` among them.
   auto first = on_admin("positioning a replay", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto r =
         tx.exec_params1("SELECT min(Stamp)::text FROM EventQueue WHERE Created >= $1::timestamptz",
                         timestamptz(since));
@@ -237,15 +268,15 @@ std::string postgres_storage::cursor_before(system_clock::time_point since) {
 
 void postgres_storage::release_instance(std::string_view name, std::string_view token) {
   on_admin("releasing the instance lease", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     tx.exec_params("SELECT eventq_release_instance($1, $2)", std::string(name), std::string(token));
     return 0;
   });
 }
 
 std::vector<instance_info> postgres_storage::instances() {
-  return on_admin("listing instances", [](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+  return on_admin("listing instances", [this](pqxx::connection& c) {
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto rows = tx.exec(
         "SELECT l.Instance, l.Cursor, l.Behind, l.Live, l.HeartbeatAgeSeconds, " EVENTQ_US(
             "l.Heartbeat") ", " EVENTQ_US("l.LeaseUntil") ", l.Host, l.Pid, l.Version, " EVENTQ_US("l.Started") ", i.Counters FROM EventQueueLag l JOIN EventQueueInstances i ON i.Name = l.Instance ORDER BY l.Instance");
@@ -271,10 +302,10 @@ std::vector<instance_info> postgres_storage::instances() {
 }
 
 queue_summary postgres_storage::summary() {
-  return on_admin("reading statistics", [](pqxx::connection& c) {
+  return on_admin("reading statistics", [this](pqxx::connection& c) {
     queue_summary out;
     // One snapshot, so the totals and the per-type rows agree.
-    pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(c);
+    in_schema<pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>> tx(c, m_cfg.schema);
     out.schema_version =
         tx.exec1("SELECT coalesce(max(Version), 0) FROM EventQueueSchema")[0].as<int>();
     auto rows = tx.exec("SELECT EventType, Rows, " EVENTQ_US("Oldest") ", " EVENTQ_US(
@@ -311,7 +342,7 @@ std::vector<std::int64_t> postgres_storage::events_per_minute(system_clock::time
   if (out.empty()) return out;
   auto to = from + std::chrono::minutes(minutes);
   return on_admin("counting events per minute", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto rows = tx.exec_params(
         "SELECT floor(extract(epoch FROM Created - $1::timestamptz) / 60)::int, count(*) "
         "FROM EventQueue WHERE Created >= $1::timestamptz AND Created < $2::timestamptz "
@@ -329,7 +360,7 @@ bool postgres_storage::acquire_task(std::string_view task, std::string_view hold
                                     std::chrono::milliseconds length,
                                     std::chrono::milliseconds min_interval) {
   return on_admin("taking a task lease", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     return tx
         .exec_params1("SELECT eventq_acquire_task($1, $2, $3, $4)", std::string(task),
                       std::string(holder), static_cast<long long>(length.count()),
@@ -341,7 +372,7 @@ bool postgres_storage::acquire_task(std::string_view task, std::string_view hold
 void postgres_storage::release_task(std::string_view task, std::string_view holder, bool completed,
                                     std::string_view result) {
   on_admin("releasing a task lease", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     tx.exec_params("SELECT eventq_release_task($1, $2, $3::boolean, $4)", std::string(task),
                    std::string(holder), std::string(completed ? "true" : "false"),
                    std::string(result));
@@ -351,7 +382,7 @@ void postgres_storage::release_task(std::string_view task, std::string_view hold
 
 std::size_t postgres_storage::count_expired(const expiry& bounds) {
   return on_admin("counting expired events", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto [keep, max_age] = ages_of(bounds);
     auto r = tx.exec_params1(
         std::string(k_live_cte) + "SELECT count(*) FROM EventQueue e WHERE " + k_expired_where,
@@ -363,7 +394,7 @@ std::size_t postgres_storage::count_expired(const expiry& bounds) {
 std::size_t postgres_storage::delete_expired(const expiry& bounds, std::size_t max_rows) {
   return on_admin("deleting expired events", [&](pqxx::connection& c) {
     auto [keep, max_age] = ages_of(bounds);
-    pqxx::work tx(c);
+    in_schema<pqxx::work> tx(c, m_cfg.schema);
     auto r = tx.exec_params(std::string(k_live_cte) +
                                 "DELETE FROM EventQueue WHERE Id IN (SELECT e.Id FROM EventQueue e "
                                 "WHERE " +
@@ -385,7 +416,7 @@ std::size_t postgres_storage::remove_dead_instances(const expiry& bounds) {
     // same in both statements), so a cleanup host with a wrong clock cannot remove an instance
     // early, which would make it start over from its start position.
     auto max_age = ages_of(bounds).second;
-    pqxx::work tx(c);
+    in_schema<pqxx::work> tx(c, m_cfg.schema);
     tx.exec_params(
         "DELETE FROM Properties WHERE Key IN (SELECT 'EQStamp_' || Name FROM "
         "EventQueueInstances WHERE LeaseUntil < now() - $1::bigint * interval '1 millisecond')",
@@ -402,7 +433,7 @@ std::size_t postgres_storage::remove_dead_instances(const expiry& bounds) {
 void postgres_storage::record_failures(std::span<const failure_record> failures) {
   if (failures.empty()) return;
   on_admin("recording failed events", [&](pqxx::connection& c) {
-    pqxx::work tx(c);
+    in_schema<pqxx::work> tx(c, m_cfg.schema);
     for (const auto& f : failures) {
       tx.exec_params(
           "INSERT INTO EventQueueFailures (InstanceName, SessionName, EventId, EventType, Error, "
@@ -418,7 +449,7 @@ void postgres_storage::record_failures(std::span<const failure_record> failures)
 std::vector<failure_record> postgres_storage::failures(std::size_t limit,
                                                        std::string_view instance) {
   return on_admin("reading failed events", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     auto rows = tx.exec_params(
         "SELECT Id, InstanceName, SessionName, EventId, EventType, Error, Attempts, " EVENTQ_US(
             "FailedAt") " FROM EventQueueFailures WHERE $1 = '' OR InstanceName = $1 "
@@ -444,7 +475,7 @@ std::vector<failure_record> postgres_storage::failures(std::size_t limit,
 
 std::int64_t postgres_storage::failure_count() {
   return on_admin("counting failed events", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
+    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
     return tx.exec1("SELECT count(*) FROM EventQueueFailures")[0].as<std::int64_t>();
   });
 }

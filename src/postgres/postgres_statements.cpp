@@ -1,6 +1,8 @@
 // The PostgreSQL statements (see postgres_statements.h).
 #include "postgres/postgres_statements.h"
 
+#include <algorithm>
+#include <cctype>
 #include <pqxx/pqxx>
 
 #include "eventq/postgres.h"
@@ -13,27 +15,107 @@ std::string created_text(std::chrono::system_clock::time_point t) {
   return detail::format_utc(t) + "+00";
 }
 
-void prepare_statements(pqxx::connection& c, const std::string& schema) {
+namespace {
+
+constexpr std::string_view k_tables[] = {
+    "eventqueue",         "eventqueueinstances", "eventqueuecontrol", "eventqueuetasks",
+    "eventqueuefailures", "eventqueueschema",    "eventqueuedeleted", "eventqueuelag",
+    "eventqueuestats",    "properties"};
+
+bool ident_char(char ch) {
+  return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '$';
+}
+
+std::string folded(std::string_view s) {
+  std::string out(s);
+  for (auto& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+}  // namespace
+
+std::string qualify(std::string_view sql, std::string_view schema) {
+  std::string out;
+  out.reserve(sql.size() + 64);
+  std::size_t i = 0;
+  while (i < sql.size()) {
+    char ch = sql[i];
+    if (ch == '\'' || ch == '"') {  // a literal or a quoted identifier: copied as it is
+      std::size_t end = i + 1;
+      while (end < sql.size()) {
+        if (sql[end] == ch) {
+          if (end + 1 < sql.size() && sql[end + 1] == ch) {
+            end += 2;  // '' inside a literal
+            continue;
+          }
+          break;
+        }
+        ++end;
+      }
+      end = std::min(end + 1, sql.size());
+      out.append(sql.substr(i, end - i));
+      i = end;
+      continue;
+    }
+    if (!ident_char(ch)) {
+      out += ch;
+      ++i;
+      continue;
+    }
+    std::size_t end = i;
+    while (end < sql.size() && ident_char(sql[end])) ++end;
+    std::string_view word = sql.substr(i, end - i);
+    const bool after_dot = i > 0 && sql[i - 1] == '.';
+    const bool before_dot = end < sql.size() && sql[end] == '.';
+    std::size_t next = end;
+    while (next < sql.size() && sql[next] == ' ') ++next;
+    const bool call = next < sql.size() && sql[next] == '(';
+    const std::string w = folded(word);
+    const bool table = std::find(std::begin(k_tables), std::end(k_tables), w) != std::end(k_tables);
+    const bool function = call && w.rfind("eventq_", 0) == 0;
+    if (!after_dot && !before_dot && (table || function)) {
+      out.append(schema);
+      out += '.';
+    }
+    out.append(word);
+    i = end;
+  }
+  return out;
+}
+
+std::string prepared_name(std::string_view statement, std::string_view schema) {
+  return std::string(statement) + '@' + folded(schema);
+}
+
+std::vector<statement> statements_for(const std::string& schema) {
+  std::vector<statement> all;
+  auto add = [&](const char* name, const std::string& sql) {
+    all.push_back({name, qualify(sql, schema)});
+  };
   // Raises send NOTIFY after their commit, from the notifier thread (see append()).
-  c.prepare("eventq_insert", insert_statement(schema, wake_up::none));
+  add("eventq_insert", insert_statement(schema, wake_up::none));
   const std::string insert_rows =
       "INSERT INTO EventQueue (EventType, InstanceData, InstanceName, RaiseLocally, "
       "RaiseGlobally, Created, KeyId, Signature) ";
-  c.prepare("eventq_insert_many",
-            insert_rows +
-                "SELECT t, d::json, i, l, g, c, k, s FROM unnest($1::text[], $2::text[], "
-                "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
-                "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n "
-                "RETURNING Id");
-  c.prepare("eventq_insert_joined",
-            insert_rows +
-                "SELECT t, d::json, i, l::boolean, g::boolean, c::timestamptz, k, s FROM unnest("
-                "string_to_array($1, E'\\x1f', ''), string_to_array($2, E'\\x1f', ''), "
-                "string_to_array($3, E'\\x1f', ''), string_to_array($4, E'\\x1f', ''), "
-                "string_to_array($5, E'\\x1f', ''), string_to_array($6, E'\\x1f', ''), "
-                "string_to_array($7, E'\\x1f', ''), string_to_array($8, E'\\x1f', '')) "
-                "WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
-  c.prepare("eventq_wake", "SELECT pg_notify('" + channel_of(schema) + "', '')");
+  add("eventq_insert_many",
+      insert_rows +
+          "SELECT t, d::json, i, l, g, c, k, s FROM unnest($1::text[], $2::text[], "
+          "$3::text[], $4::boolean[], $5::boolean[], $6::timestamptz[], $7::text[], "
+          "$8::text[]) WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n "
+          "RETURNING Id");
+  add("eventq_insert_joined",
+      insert_rows +
+          "SELECT t, d::json, i, l::boolean, g::boolean, c::timestamptz, k, s FROM unnest("
+          "string_to_array($1, E'\\x1f', ''), string_to_array($2, E'\\x1f', ''), "
+          "string_to_array($3, E'\\x1f', ''), string_to_array($4, E'\\x1f', ''), "
+          "string_to_array($5, E'\\x1f', ''), string_to_array($6, E'\\x1f', ''), "
+          "string_to_array($7, E'\\x1f', ''), string_to_array($8, E'\\x1f', '')) "
+          "WITH ORDINALITY AS u(t, d, i, l, g, c, k, s, n) ORDER BY n RETURNING Id");
+  // A wake-up needs no durability (see notifier_loop()): committed without waiting for the WAL
+  // flush. set_config(..., true) holds for this statement's own transaction, so no setting
+  // outlives it on a shared or pooled connection.
+  const std::string async_commit = "set_config('synchronous_commit', 'off', true)";
+  add("eventq_wake", "SELECT " + async_commit + ", pg_notify('" + channel_of(schema) + "', '')");
   // A page: the events after the cursor ($1: its snapshot; ($3, $4): the last row read when
   // paging) that are visible in `target`, in transaction order. The ORDER BY is qualified: a
   // bare "Stamp" could name a text output column, and text order ("1000" < "999") would make
@@ -87,35 +169,42 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
       "(SELECT timeline_id::text FROM pg_control_checkpoint())";
   // While paging through a backlog ($2: the target snapshot): the page alone, in eventq_read's
   // columns. No LATERAL join and no second sort of a full page.
-  c.prepare("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " +
-                               incarnation + ", " + page_out + " " + page_of("$2::pg_snapshot"));
+  add("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " +
+                         incarnation + ", " + page_out + " " + page_of("$2::pg_snapshot"));
   // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot,
   // the deletions and the incarnation, then the page. $2 is the target snapshot when paging
   // through a backlog, '' to read up to the statement's own snapshot: every row visible in it is
   // visible to the statement, so nothing committed before the snapshot can be passed over. With
   // no new rows the result is one row whose event columns are NULL.
-  c.prepare("eventq_read",
-            "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, " + deletions +
-                " AS deleted, " + incarnation +
-                " AS incarnation) "
-                "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
-                "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
-                "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
-                page_out + ", u.StampOrder " +
-                page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)") +
-                ") e ON true ORDER BY e.StampOrder, e.Id");
-  c.prepare("eventq_head", "SELECT pg_current_snapshot()::text, " + incarnation +
-                               ", min(Stamp)::text FROM EventQueue");
-  c.prepare("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
-  c.prepare("eventq_insert_property",
-            "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
-  c.prepare("eventq_set",
-            "INSERT INTO Properties (Key, Value) VALUES ($1, $2) "
-            "ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
+  add("eventq_read",
+      "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, " + deletions +
+          " AS deleted, " + incarnation +
+          " AS incarnation) "
+          "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
+          "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
+          "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
+          page_out + ", u.StampOrder " +
+          page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)") +
+          ") e ON true ORDER BY e.StampOrder, e.Id");
+  add("eventq_head",
+      "SELECT pg_current_snapshot()::text, " + incarnation + ", min(Stamp)::text FROM EventQueue");
+  add("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
+  add("eventq_insert_property",
+      "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");
+  // Cursor stores need not wait for the WAL flush either: one lost to a server crash means
+  // redelivery (handlers are idempotent), never a lost event.
+  add("eventq_set", "INSERT INTO Properties (Key, Value) SELECT $1::text, $2::text FROM (SELECT " +
+                        async_commit +
+                        ") AS settings ON CONFLICT (Key) DO UPDATE SET Value = EXCLUDED.Value");
   // The fence: the write happens only while the registry row of the instance holds the
   // caller's token, in one statement (migration 0008; runs as the schema's owner, so that the
   // application role needs no UPDATE on Properties).
-  c.prepare("eventq_store_cursor", "SELECT eventq_store_cursor($1, $2, $3)");
+  add("eventq_store_cursor", "SELECT eventq_store_cursor($1, $2, $3), " + async_commit);
+  return all;
+}
+
+void prepare_statements(pqxx::connection& c, const std::string& schema) {
+  for (const auto& s : statements_for(schema)) c.prepare(prepared_name(s.name, schema), s.sql);
 }
 
 event_record to_record(const pqxx::row& row) {

@@ -9,12 +9,33 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "eventq/storage.h"
 
 namespace eventq::postgres {
 
-/// Prepares eventq's statements on `c`, for the tables in `schema`.
+/// `sql` with each name of an eventq table or view, and each call of an eventq_ function,
+/// qualified with `schema` (unless already qualified, or inside a literal or a quoted name):
+/// statements never depend on a connection's search_path, so that the queues of every schema
+/// can share a connection, and a pooler's server connection cannot carry one client's
+/// search_path to another.
+std::string qualify(std::string_view sql, std::string_view schema);
+
+/// One of eventq's statements: its name, and its text for one schema.
+struct statement {
+  const char* name;
+  std::string sql;
+};
+
+/// eventq's statements for the tables in `schema`, qualified.
+std::vector<statement> statements_for(const std::string& schema);
+
+/// The name `statement` of `schema` is prepared under: every schema's statements can be
+/// prepared on one connection.
+std::string prepared_name(std::string_view statement, std::string_view schema);
+
+/// Prepares (registers, for libpqxx to prepare at first use) every statement of `schema` on `c`.
 void prepare_statements(pqxx::connection& c, const std::string& schema);
 
 /// A time as timestamptz text (UTC).

@@ -24,7 +24,6 @@
 #include "postgres/postgres_connection.h"
 #include "postgres/postgres_cursor.h"
 #include "postgres/postgres_statements.h"
-#include "postgres/postgres_wake.h"
 #include "util.h"
 
 namespace eventq::postgres {
@@ -35,22 +34,37 @@ postgres_storage::postgres_storage(config cfg, const options& opts)
     m_watchdog = std::make_unique<watchdog>(m_cfg.statement_timeout.count() > 0
                                                 ? m_cfg.statement_timeout + std::chrono::seconds(1)
                                                 : std::chrono::milliseconds(0));
-    auto c = connect("opening the queue");
-    migrate(*c);
-    m_writer = std::move(c);
-    // The LISTEN connection opens at the first wait_for_change(), i.e. when a poller runs: a
-    // queue that only raises must not listen, or every NOTIFY of every raiser would signal
-    // its backend, and the notifications nobody reads would hold the server's NOTIFY queue.
+    for (auto& s : statements_for(m_cfg.schema)) {
+      m_statements[s.name] = {std::move(s.sql), prepared_name(s.name, m_cfg.schema)};
+    }
+    m_pool = connection_pool::of(m_cfg);
+    m_local = local_channel::of(m_cfg.conninfo + '\n' + channel_of(m_cfg.schema));
+    m_local_subscription = m_local->subscribe([this] { changed(); });
+    {
+      auto c = m_pool->acquire(*m_watchdog, watchdog::writer, "opening the queue");
+      try {
+        migrate(c.conn());
+      } catch (...) {
+        c.discard();
+        throw;
+      }
+    }
+    // The queue listens (through the process's LISTEN connection) from its first
+    // wait_for_change(), i.e. when a poller runs: a queue that only raises must not listen, or
+    // every NOTIFY of every raiser would signal its backend.
     if (m_cfg.notify) {
-      m_sent_wake_ups = sent_wake_ups::of(m_cfg.conninfo + '\n' + channel_of(m_cfg.schema));
+      m_sent_wake_ups = sent_wake_ups::of(m_cfg.pool_key() + '\n' + channel_of(m_cfg.schema));
       m_notifier = std::thread([this] { notifier_loop(); });
     }
   } catch (...) {
+    if (m_local) m_local->unsubscribe(m_local_subscription);
     rethrow_as_error(m_cfg, "opening the queue");
   }
 }
 
 postgres_storage::~postgres_storage() {
+  if (m_hub) m_hub->unsubscribe(m_subscription);
+  if (m_local) m_local->unsubscribe(m_local_subscription);
   if (m_notifier.joinable()) {
     {
       std::lock_guard lk(m_notify_mutex);
@@ -59,8 +73,6 @@ postgres_storage::~postgres_storage() {
     m_notify_cv.notify_all();
     m_notifier.join();
   }
-  m_listener.reset();
-  m_listen_conn.reset();
 }
 
 void postgres_storage::log(log_level level, const std::string& message) const {
@@ -72,7 +84,7 @@ void postgres_storage::log(log_level level, const std::string& message) const {
 // Several rows in one statement, their fields joined (see joined()); nullopt when a field
 // holds the separator. Empty key ids and signatures become NULL (unsigned rows).
 std::optional<std::vector<std::int64_t>> postgres_storage::insert_joined(
-    pqxx::transaction_base& tx, std::span<const event_record> events) {
+    pqxx::transaction_base& tx, connection_pool::lease& c, std::span<const event_record> events) {
   std::string created;  // the rows of one raise share their time: format it once
   std::chrono::system_clock::time_point created_for{};
   auto created_of = [&](const event_record& e) -> std::string_view {
@@ -93,8 +105,8 @@ std::optional<std::vector<std::int64_t>> postgres_storage::insert_joined(
   auto key = joined(events, [](auto& e) { return std::string_view(e.key_id); });
   auto sig = joined(events, [](auto& e) { return std::string_view(e.signature); });
   if (!type || !data || !inst || !local || !global || !when || !key || !sig) return std::nullopt;
-  auto r = tx.exec_prepared("eventq_insert_joined", *type, *data, *inst, *local, *global, *when,
-                            *key, *sig);
+  auto r = run(tx, c, "eventq_insert_joined", true, *type, *data, *inst, *local, *global, *when,
+               *key, *sig);
   std::vector<std::int64_t> ids;
   ids.reserve(r.size());
   for (const auto& row : r) ids.push_back(row[0].as<std::int64_t>());
@@ -113,50 +125,46 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
   {
     std::lock_guard lk(m_write_mutex);
     for (int attempt = 0;; ++attempt) {
-      pqxx::connection* c = nullptr;
-      bool reused = false;
+      std::optional<connection_pool::lease> lease;
       try {
-        if (m_writer && m_writer->is_open() && looks_closed(*m_writer)) m_writer.reset();
-        reused = m_writer && m_writer->is_open();
-        c = &writer();
+        lease.emplace(m_pool->acquire(*m_watchdog, watchdog::writer, "raising events"));
       } catch (...) {
-        m_writer.reset();
         rethrow_as_error(m_cfg, "raising events");
       }
+      auto& c = *lease;
+      const bool reused = c.reused();
       try {
-        watchdog::armed watch(*m_watchdog, watchdog::writer, *c);
-        pqxx::nontransaction tx(*c);
+        watchdog::armed watch(*m_watchdog, watchdog::writer, c.conn());
+        pqxx::nontransaction tx(c.conn());
         if (events.size() == 1) {
           const auto& e = events.front();
-          auto r =
-              tx.exec_prepared("eventq_insert", e.type, e.data, e.instance,
-                               std::string(e.mode != raise_mode::globally ? "true" : "false"),
-                               std::string(e.mode != raise_mode::locally ? "true" : "false"),
-                               created_text(e.created), nullable(e.key_id), nullable(e.signature));
+          auto r = run(tx, c, "eventq_insert", true, e.type, e.data, e.instance,
+                       std::string(e.mode != raise_mode::globally ? "true" : "false"),
+                       std::string(e.mode != raise_mode::locally ? "true" : "false"),
+                       created_text(e.created), nullable(e.key_id), nullable(e.signature));
           ids.push_back(r.at(0).at(0).as<std::int64_t>());
-        } else if (auto sep = insert_joined(tx, events)) {
+        } else if (auto sep = insert_joined(tx, c, events)) {
           ids = std::move(*sep);
         } else {
-          auto r = tx.exec_prepared(
-              "eventq_insert_many",
-              text_array(events, [](auto& e) { return std::string_view(e.type); }),
-              text_array(events, [](auto& e) { return std::string_view(e.data); }),
-              text_array(events, [](auto& e) { return std::string_view(e.instance); }),
-              text_array(events,
-                         [](auto& e) {
-                           return std::string_view(e.mode != raise_mode::globally ? "true"
-                                                                                  : "false");
-                         }),
-              text_array(events,
-                         [](auto& e) {
-                           return std::string_view(e.mode != raise_mode::locally ? "true"
-                                                                                 : "false");
-                         }),
-              text_array(events, [](auto& e) { return created_text(e.created); }),
-              text_array(
-                  events, [](auto& e) { return std::string_view(e.key_id); }, true),
-              text_array(
-                  events, [](auto& e) { return std::string_view(e.signature); }, true));
+          auto r = run(tx, c, "eventq_insert_many", true,
+                       text_array(events, [](auto& e) { return std::string_view(e.type); }),
+                       text_array(events, [](auto& e) { return std::string_view(e.data); }),
+                       text_array(events, [](auto& e) { return std::string_view(e.instance); }),
+                       text_array(events,
+                                  [](auto& e) {
+                                    return std::string_view(
+                                        e.mode != raise_mode::globally ? "true" : "false");
+                                  }),
+                       text_array(events,
+                                  [](auto& e) {
+                                    return std::string_view(
+                                        e.mode != raise_mode::locally ? "true" : "false");
+                                  }),
+                       text_array(events, [](auto& e) { return created_text(e.created); }),
+                       text_array(
+                           events, [](auto& e) { return std::string_view(e.key_id); }, true),
+                       text_array(
+                           events, [](auto& e) { return std::string_view(e.signature); }, true));
           for (const auto& row : r) ids.push_back(row[0].as<std::int64_t>());
           // Ids are drawn in input order (ORDER BY n), so ascending order is input order.
           std::sort(ids.begin(), ids.end());
@@ -171,7 +179,7 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
         throw;
       } catch (const pqxx::broken_connection& e) {
         // The statement was sent: it may have committed just before the connection broke.
-        m_writer.reset();
+        c.discard();
         throw error(errc::database_unavailable,
                     "the connection to PostgreSQL at '" + m_cfg.display +
                         "' broke while raising events: they may or may not have been written; "
@@ -179,25 +187,17 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
                         e.what() + ")");
       } catch (const pqxx::sql_error& e) {
         // An error reply: the statement did not commit, so one retry is safe.
-        m_writer.reset();
+        c.discard();
         if (reused && attempt == 0 && is_unavailable(e)) continue;
         rethrow_as_error(m_cfg, "raising events");
       } catch (...) {
-        m_writer.reset();
+        c.discard();
         rethrow_as_error(m_cfg, "raising events");
       }
     }
   }
-  // Wake this process's poller: through its condition variable, or, while it sleeps in poll()
-  // on the listener's socket, through m_wake (a write() per raise only when it is there).
-  bool poller_in_poll = false;
-  {
-    std::lock_guard w(m_wait_mutex);
-    m_changed = true;
-    poller_in_poll = m_in_wait;
-  }
-  m_wait_cv.notify_all();
-  if (poller_in_poll) m_wake.signal();
+  // Wake the pollers of this process's queues on this schema, this one's included.
+  m_local->signal();
   if (m_cfg.notify) {
     bool was_pending = false;
     {
@@ -214,9 +214,9 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
 // ---- cursors and reads -----------------------------------------------------------------------
 
 std::string postgres_storage::head_cursor() {
-  return on_reader("reading the current snapshot", [](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    auto row = tx.exec_prepared1("eventq_head");
+  return on_reader("reading the current snapshot", [this](connection_pool::lease& c) {
+    pqxx::nontransaction tx(c.conn());
+    auto row = run(tx, c, "eventq_head", true).at(0);
     auto now = parse_snapshot(row[0].c_str());
     if (!now) throw error(errc::database_error, "unexpected snapshot " + row[0].as<std::string>());
     return head_cursor_text(*now, row[1].is_null() ? "" : row[1].c_str());
@@ -224,9 +224,9 @@ std::string postgres_storage::head_cursor() {
 }
 
 std::string postgres_storage::oldest_cursor() {
-  return on_reader("reading the oldest event", [](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    auto row = tx.exec_prepared1("eventq_head");
+  return on_reader("reading the oldest event", [this](connection_pool::lease& c) {
+    pqxx::nontransaction tx(c.conn());
+    auto row = run(tx, c, "eventq_head", true).at(0);
     auto now = parse_snapshot(row[0].c_str());
     if (!now) throw error(errc::database_error, "unexpected snapshot " + row[0].as<std::string>());
     std::optional<std::uint64_t> min_stamp;
@@ -236,42 +236,41 @@ std::string postgres_storage::oldest_cursor() {
 }
 
 std::optional<std::string> postgres_storage::load_cursor(std::string_view instance) {
-  return on_reader("loading a cursor", [&](pqxx::connection& c) -> std::optional<std::string> {
-    pqxx::nontransaction tx(c);
-    auto r = tx.exec_prepared("eventq_get", detail::cursor_key(instance));
-    if (r.empty() || r[0][0].is_null()) return std::nullopt;
-    return r[0][0].as<std::string>();
-  });
+  return on_reader("loading a cursor",
+                   [&](connection_pool::lease& c) -> std::optional<std::string> {
+                     pqxx::nontransaction tx(c.conn());
+                     auto r = run(tx, c, "eventq_get", true, detail::cursor_key(instance));
+                     if (r.empty() || r[0][0].is_null()) return std::nullopt;
+                     return r[0][0].as<std::string>();
+                   });
 }
 
 void postgres_storage::store_cursor(std::string_view instance, std::string_view cursor) {
-  on_reader("storing a cursor", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    tx.exec_prepared("eventq_set", detail::cursor_key(instance), std::string(cursor));
+  on_reader("storing a cursor", [&](connection_pool::lease& c) {
+    pqxx::nontransaction tx(c.conn());
+    run(tx, c, "eventq_set", true, detail::cursor_key(instance), std::string(cursor));
     return 0;
   });
 }
 
 bool postgres_storage::store_cursor_fenced(std::string_view instance, std::string_view token,
                                            std::string_view cursor) {
-  return on_reader("storing a cursor", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    auto r = tx.exec_prepared1("eventq_store_cursor", std::string(instance), std::string(token),
-                               std::string(cursor));
-    return r[0].as<bool>();
+  return on_reader("storing a cursor", [&](connection_pool::lease& c) {
+    pqxx::nontransaction tx(c.conn());
+    auto r = run(tx, c, "eventq_store_cursor", true, std::string(instance), std::string(token),
+                 std::string(cursor));
+    return r.at(0)[0].as<bool>();
   });
 }
 
 std::string postgres_storage::get_or_insert_property(std::string_view key, std::string_view value) {
-  return on_reader("storing a property", [&](pqxx::connection& c) {
+  return on_reader("storing a property", [&](connection_pool::lease& c) {
     // Read committed: the SELECT, a statement of its own, sees a row that a concurrent opener
-    // committed after our INSERT found it there and did nothing.
-    pqxx::work tx(c);
-    // The reader commits asynchronously (cursors may be lost to a crash, events may not). The
-    // database secret may not: events get signed with it as soon as this returns.
-    tx.exec("SET LOCAL synchronous_commit = on");
-    tx.exec_prepared("eventq_insert_property", std::string(key), std::string(value));
-    auto r = tx.exec_prepared("eventq_get", std::string(key));
+    // committed after our INSERT found it there and did nothing. (Committed synchronously: the
+    // database secret may not be lost to a crash, events get signed with it at once.)
+    pqxx::work tx(c.conn());
+    run(tx, c, "eventq_insert_property", true, std::string(key), std::string(value));
+    auto r = run(tx, c, "eventq_get", true, std::string(key));
     if (r.empty() || r[0][0].is_null()) {
       throw error(errc::database_error,
                   "Properties '" + std::string(key) + "' vanished right after it was stored");
@@ -284,25 +283,39 @@ std::string postgres_storage::get_or_insert_property(std::string_view key, std::
 
 // The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
 read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
-  return on_reader("reading events", [&](pqxx::connection& c) {
+  return on_reader("reading events", [&](connection_pool::lease& c) {
     read_result out;
-    pqxx::nontransaction tx(c);
+    // Through a transaction pooler no session setting holds: the page's plan setting (see
+    // connection_pool::set_up()) and the timeouts are set for this transaction alone.
+    std::optional<pqxx::work> in_tx;
+    std::optional<pqxx::nontransaction> no_tx;
+    pqxx::transaction_base* tx = nullptr;
+    if (m_cfg.transaction_pooling) {
+      tx = &in_tx.emplace(c.conn());
+      tx->exec("SET LOCAL enable_bitmapscan = off; SET LOCAL statement_timeout = " +
+               std::to_string(m_cfg.statement_timeout.count()) +
+               "; SET LOCAL lock_timeout = " + std::to_string(m_cfg.lock_timeout.count()));
+    } else {
+      tx = &no_tx.emplace(c.conn());
+    }
     auto cur = parse_cursor(cursor);
     pqxx::result rows;
     if (!cur) {
-      rows = tx.exec_prepared("eventq_head");
+      rows = run(*tx, c, "eventq_head", true);
     } else {
       auto plan = plan_read(*cur);
       // Paging, the page alone: rows are expected. Should it be empty after all (or not
-      // paging), eventq_read, which always returns the head.
-      auto run = [&](const char* statement) {
-        return tx.exec_prepared(statement, plan.prev, plan.target, std::to_string(plan.from_stamp),
-                                static_cast<long long>(plan.from_id), static_cast<long long>(limit),
-                                plan.checked, std::to_string(plan.range_from_stamp),
-                                static_cast<long long>(plan.range_from_id));
+      // paging), eventq_read, which always returns the head. Both unnamed, so planned for their
+      // own bounds each time: a cached generic plan can scan the whole Stamp range for every
+      // page of a backlog.
+      auto page = [&](const char* statement) {
+        return run(
+            *tx, c, statement, false, plan.prev, plan.target, std::to_string(plan.from_stamp),
+            static_cast<long long>(plan.from_id), static_cast<long long>(limit), plan.checked,
+            std::to_string(plan.range_from_stamp), static_cast<long long>(plan.range_from_id));
       };
-      if (plan.paging) rows = run("eventq_page");
-      if (rows.empty()) rows = run("eventq_read");
+      if (plan.paging) rows = page("eventq_page");
+      if (rows.empty()) rows = page("eventq_read");
     }
     if (rows.empty()) throw error(errc::database_error, "eventq_read returned no row");
     const auto head = rows[0];

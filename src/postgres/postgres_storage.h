@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "eventq/options.h"
 #include "eventq/storage.h"
 #include "postgres/postgres_config.h"
+#include "postgres/postgres_pool.h"
 
 namespace eventq::postgres {
 
@@ -28,30 +30,13 @@ bool is_unavailable(const pqxx::sql_error& e);
 /// from a catch block.
 [[noreturn]] void rethrow_as_error(const config& cfg, const std::string& what);
 
-class watchdog;
-
-/// An eventfd that other threads signal to wake a poll(); fd() is -1 where unavailable.
-class wake_fd {
- public:
-  wake_fd();
-  ~wake_fd();
-  wake_fd(const wake_fd&) = delete;
-  wake_fd& operator=(const wake_fd&) = delete;
-  int fd() const noexcept { return m_fd; }
-  void signal() noexcept;
-  void clear() noexcept;
-
- private:
-  int m_fd = -1;
-};
-
-/// storage over a PostgreSQL schema. Five connections, each used by one thread at a time:
-/// the writer (raises; guarded by a mutex), the reader (the poller's reads and cursor stores,
-/// head/oldest cursors; guarded by a mutex), the operations connection (registry, leases,
-/// cleanup; see postgres_operations.cpp), the listener (LISTEN, used only by wait_for_change(),
-/// i.e. the poller thread) and the notifier (NOTIFY after raises commit, opened at the first
-/// raise, used only by the notifier thread). A broken connection is dropped and opened again on
-/// the next call that needs it.
+/// storage over a PostgreSQL schema. It owns no connection: each call borrows one from the
+/// process's pool for its server (postgres_pool.h), which every queue of the process shares,
+/// and wake-ups come from the process's one LISTEN connection. Calls of one kind run one at a
+/// time: raises (the write mutex), the poller's reads and cursor stores (the read mutex), the
+/// operations (registry, leases, cleanup; the admin mutex; see postgres_operations.cpp) and the
+/// NOTIFYs after raises commit (the notifier thread). A connection that broke is dropped and
+/// another opened for the next call.
 class postgres_storage final : public storage {
  public:
   /// Connects, creates the schema if missing and applies pending migrations. Throws eventq::error.
@@ -114,48 +99,49 @@ class postgres_storage final : public storage {
   // Writes several rows with one statement whose fields are joined by a separator; nullopt
   // when a field holds it.
   std::optional<std::vector<std::int64_t>> insert_joined(pqxx::transaction_base& tx,
+                                                         connection_pool::lease& c,
                                                          std::span<const event_record> events);
-  class listener;
-  std::unique_ptr<pqxx::connection> connect(const char* role);
-  void set_up(pqxx::connection& c, const char* role);  // session settings, statements
   void migrate(pqxx::connection& c);
   int schema_version(pqxx::transaction_base& tx) const;
-  pqxx::connection& writer();  // REQUIRES: m_write_mutex held
-  pqxx::connection& reader();  // REQUIRES: m_read_mutex held
   template <class F>
   auto on_admin(const char* what, F&& f);
   template <class F>
   auto on_reader(const char* what, F&& f);
-  bool ensure_listener();
+  // Runs this schema's statement `name`: prepared (each connection prepares a schema's
+  // statements at its first use of them), or unnamed where `prepared` is false or a
+  // transaction pooler is between (postgres_connection.h).
+  template <class... A>
+  pqxx::result run(pqxx::transaction_base& tx, connection_pool::lease& c, const std::string& name,
+                   bool prepared, A&&... args);
   void notifier_loop();
-  void wait_for_notification(std::chrono::steady_clock::duration left);
+  void changed();  // wakes wait_for_change()
   void log(log_level level, const std::string& message) const;
 
   config m_cfg;
   log_function m_logger;
   std::unique_ptr<watchdog> m_watchdog;  // bounds the reader's, writer's and admin's calls
 
+  std::shared_ptr<connection_pool> m_pool;
+  struct statement_text {
+    std::string sql;
+    std::string prepared_name;
+  };
+  std::map<std::string, statement_text, std::less<>> m_statements;  // of m_cfg.schema
   std::mutex m_write_mutex;
-  std::unique_ptr<pqxx::connection> m_writer;
-
   std::mutex m_read_mutex;
-  std::unique_ptr<pqxx::connection> m_reader;
-
   std::mutex m_admin_mutex;
-  std::unique_ptr<pqxx::connection> m_admin;
 
-  // Poller thread only.
-  std::unique_ptr<pqxx::connection> m_listen_conn;
-  std::unique_ptr<listener> m_listener;
-  std::chrono::steady_clock::time_point m_next_listen_attempt{};
-
-  std::atomic<bool> m_notified{false};
+  // Wake-ups: the process's LISTEN connection calls back (subscribed at the first
+  // wait_for_change(), so that a queue that only raises listens to nothing).
+  std::shared_ptr<listen_hub> m_hub;  // poller thread only
+  std::uint64_t m_subscription = 0;
+  // A raise of any queue of this process on this server and schema wakes this one at once.
+  std::shared_ptr<local_channel> m_local;
+  std::uint64_t m_local_subscription = 0;
   std::mutex m_wait_mutex;
   std::condition_variable m_wait_cv;
   bool m_changed = false;
-  bool m_in_wait = false;  // wait_for_change() is (or is about to be) in poll(): m_wait_mutex
   bool m_interrupted = false;
-  wake_fd m_wake;  // wakes wait_for_notification() from other threads
 
   // When the latest NOTIFY on a channel started, shared by the queues of this process on
   // that server and channel (see notifier_loop()).
