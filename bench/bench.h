@@ -142,6 +142,14 @@ nlohmann::json postgres_cleanup_line(const std::string& url, std::int64_t rows, 
 /// snapshot's xmin back; its age does not matter) and with none open.
 nlohmann::json postgres_long_tx_line(const std::string& url, std::int64_t rows, int polls);
 
+/// The farm lines (bench's `farm`, farm_bench.cpp): `processes` child processes with `queues`
+/// queues each (schemas farm0...), idle for `idle_seconds` (connections in pg_stat_activity,
+/// CPU of the server's processes and of the farm), then `pings` events raised 100 ms apart in
+/// farm0: raise→handler latency over every process (p50/p99).
+nlohmann::json postgres_farm_line(const settings& s, const std::string& url, int processes,
+                                  int queues, int idle_seconds, int pings);
+int child_farm(const std::vector<std::string>& args);
+
 /// Measurements shared by both backends (eventq side), in eventq_side.cpp.
 eventq::options bench_options(const std::string& instance);
 double eventq_raise_rate(const std::string& url, int threads, bool shared_queue,

@@ -140,6 +140,21 @@ int main(int argc, char** argv) {
         std::cout << nlohmann::json{{"events_per_s", rate}}.dump() << std::endl;
         return 0;
       }
+#ifdef EVENTQ_BENCH_WITH_POSTGRES
+      if (args[0] == "farm-child") return bench::child_farm(rest);
+      if (args[0] == "farm" && rest.size() == 5) {  // URL PROCESSES QUEUES IDLE_S PINGS
+        bench::settings s;
+        s.self = "/proc/self/exe";
+        char self[4096];
+        auto len = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (len > 0) s.self.assign(self, static_cast<std::size_t>(len));
+        std::cout << bench::postgres_farm_line(s, rest[0], std::stoi(rest[1]), std::stoi(rest[2]),
+                                               std::stoi(rest[3]), std::stoi(rest[4]))
+                         .dump()
+                  << std::endl;
+        return 0;
+      }
+#endif
       if (args[0] == "latency" && rest.size() == 3) {  // one latency line alone: URL on|off N
         bench::settings s;
         s.self = "/proc/self/exe";
