@@ -19,22 +19,6 @@ namespace {
 
 constexpr std::chrono::seconds k_listen_retry{1};
 
-// Shared objects of this process, one per key, alive while someone holds them.
-template <class T, class Make>
-std::shared_ptr<T> shared_of(const std::string& key, Make make) {
-  static std::mutex registry_mutex;
-  static std::map<std::string, std::weak_ptr<T>> registry;
-  std::lock_guard lk(registry_mutex);
-  std::erase_if(registry, [](const auto& entry) { return entry.second.expired(); });
-  auto& slot = registry[key];
-  auto shared = slot.lock();
-  if (!shared) {
-    shared = make();
-    slot = shared;
-  }
-  return shared;
-}
-
 // How long acquire() waits for a connection: long enough for the calls ahead of it, each
 // bounded by the watchdog (statement_timeout plus a second) or by connect_timeout.
 std::chrono::milliseconds wait_limit_of(const config& cfg) {
@@ -48,8 +32,8 @@ std::chrono::milliseconds wait_limit_of(const config& cfg) {
 // ---- statement connections -------------------------------------------------------------------
 
 std::shared_ptr<connection_pool> connection_pool::of(const config& cfg) {
-  return shared_of<connection_pool>(cfg.pool_key(),
-                                    [&] { return std::make_shared<connection_pool>(cfg); });
+  return process_shared<connection_pool>(cfg.pool_key(),
+                                         [&] { return std::make_shared<connection_pool>(cfg); });
 }
 
 connection_pool::connection_pool(const config& cfg) : m_cfg(cfg), m_wait_limit(wait_limit_of(cfg)) {
@@ -154,7 +138,7 @@ void connection_pool::set_up(pqxx::connection& c) const {
 // ---- wake-ups within the process ------------------------------------------------------------
 
 std::shared_ptr<local_channel> local_channel::of(const std::string& key) {
-  return shared_of<local_channel>(key, [] { return std::make_shared<local_channel>(); });
+  return process_shared<local_channel>(key, [] { return std::make_shared<local_channel>(); });
 }
 
 std::uint64_t local_channel::subscribe(std::function<void()> changed) {
@@ -186,8 +170,8 @@ class listen_hub::receiver final : public pqxx::notification_receiver {
 };
 
 std::shared_ptr<listen_hub> listen_hub::of(const config& cfg, log_function logger) {
-  return shared_of<listen_hub>(cfg.conninfo,
-                               [&] { return std::make_shared<listen_hub>(cfg, logger); });
+  return process_shared<listen_hub>(cfg.conninfo,
+                                    [&] { return std::make_shared<listen_hub>(cfg, logger); });
 }
 
 listen_hub::listen_hub(const config& cfg, log_function logger)
@@ -207,14 +191,18 @@ listen_hub::~listen_hub() {
     m_stop = true;
   }
   m_cv.notify_all();
+  signal_thread();
+  m_thread.join();
+#ifdef __linux__
+  if (m_wake_fd >= 0) close(m_wake_fd);
+#endif
+}
+
+void listen_hub::signal_thread() noexcept {
 #ifdef __linux__
   std::uint64_t one = 1;
   if (m_wake_fd >= 0) [[maybe_unused]]
     auto n = write(m_wake_fd, &one, sizeof one);
-#endif
-  m_thread.join();
-#ifdef __linux__
-  if (m_wake_fd >= 0) close(m_wake_fd);
 #endif
 }
 
@@ -231,11 +219,7 @@ std::uint64_t listen_hub::subscribe(const std::string& channel, std::function<vo
     m_changed = true;
   }
   m_cv.notify_all();
-#ifdef __linux__
-  std::uint64_t one = 1;
-  if (m_wake_fd >= 0) [[maybe_unused]]
-    auto n = write(m_wake_fd, &one, sizeof one);
-#endif
+  signal_thread();
   return id;
 }
 
@@ -291,13 +275,25 @@ void listen_hub::connect_and_listen() {
   }
 }
 
+void listen_hub::drop() noexcept {
+  if (m_conn) m_conn->disconnect();  // no UNLISTEN on a connection in doubt
+  m_receivers.clear();
+  m_conn.reset();
+}
+
+void listen_hub::lost(const char* what, const std::exception& e) {
+  drop();
+  if (!m_failing) {  // once per outage
+    log(log_level::warning, std::string(what) + " '" + m_cfg.display +
+                                "' (queues poll at their interval meanwhile; retrying every "
+                                "second): " +
+                                e.what());
+  }
+  m_failing = true;
+}
+
 void listen_hub::run() {
   auto next_attempt = std::chrono::steady_clock::time_point{};
-  auto drop = [&] {
-    if (m_conn) m_conn->disconnect();  // no UNLISTEN on a connection in doubt
-    m_receivers.clear();
-    m_conn.reset();
-  };
   for (;;) {
     bool changed = false;
     {
@@ -314,15 +310,8 @@ void listen_hub::run() {
       try {
         connect_and_listen();
       } catch (const std::exception& e) {
-        drop();
+        lost("cannot listen for NOTIFY wake-ups on", e);
         next_attempt = std::chrono::steady_clock::now() + k_listen_retry;
-        if (!m_failing) {
-          log(log_level::warning, "cannot listen for NOTIFY wake-ups on '" + m_cfg.display +
-                                      "' (queues poll at their interval meanwhile; retrying "
-                                      "every second): " +
-                                      e.what());
-        }
-        m_failing = true;
         continue;
       }
       if (m_failing) {
@@ -348,14 +337,7 @@ void listen_hub::run() {
     try {
       m_conn->get_notifs();  // calls the receivers; throws broken_connection if it closed
     } catch (const std::exception& e) {
-      drop();
-      if (!m_failing) {
-        log(log_level::warning, "NOTIFY listener connection to '" + m_cfg.display +
-                                    "' failed (queues poll at their interval meanwhile; "
-                                    "reconnecting): " +
-                                    e.what());
-      }
-      m_failing = true;
+      lost("lost the NOTIFY listener connection to", e);
       next_attempt = std::chrono::steady_clock::now();  // at once; then every second
       std::lock_guard lk(m_mutex);
       notify_all_locked();  // what was sent meanwhile is lost: read

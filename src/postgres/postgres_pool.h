@@ -17,6 +17,7 @@
 #include <mutex>
 #include <pqxx/connection>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +27,23 @@
 #include "postgres/postgres_watchdog.h"
 
 namespace eventq::postgres {
+
+/// The object of type T this process keeps for `key`, made by `make()` at first use and kept
+/// while someone holds it (queues of one process on one server share these).
+template <class T, class Make>
+std::shared_ptr<T> process_shared(const std::string& key, Make make) {
+  static std::mutex registry_mutex;
+  static std::map<std::string, std::weak_ptr<T>> registry;
+  std::lock_guard lk(registry_mutex);
+  std::erase_if(registry, [](const auto& entry) { return entry.second.expired(); });
+  auto& slot = registry[key];
+  auto shared = slot.lock();
+  if (!shared) {
+    shared = make();
+    slot = shared;
+  }
+  return shared;
+}
 
 /// The statement connections of one pool key (config::pool_key()) in this process.
 /// Thread-safe.
@@ -141,9 +159,12 @@ class listen_hub {
  private:
   class receiver;
   void run();
-  void connect_and_listen();  // hub thread; throws
+  void connect_and_listen();                             // hub thread; throws
+  void drop() noexcept;                                  // hub thread: closes the connection
+  void lost(const char* what, const std::exception& e);  // hub thread: drop, log once
   void dispatch(const std::string& channel);
   void notify_all_locked();
+  void signal_thread() noexcept;  // wakes the hub thread's poll()
   void log(log_level level, const std::string& message) const;
 
   const config m_cfg;

@@ -25,17 +25,7 @@ constexpr std::chrono::microseconds k_notify_gap{2000};
 
 std::shared_ptr<postgres_storage::sent_wake_ups> postgres_storage::sent_wake_ups::of(
     const std::string& key) {
-  static std::mutex registry_mutex;
-  static std::map<std::string, std::weak_ptr<sent_wake_ups>> registry;
-  std::lock_guard lk(registry_mutex);
-  std::erase_if(registry, [](const auto& entry) { return entry.second.expired(); });
-  auto& slot = registry[key];
-  auto shared = slot.lock();
-  if (!shared) {
-    shared = std::make_shared<sent_wake_ups>();
-    slot = shared;
-  }
-  return shared;
+  return process_shared<sent_wake_ups>(key, [] { return std::make_shared<sent_wake_ups>(); });
 }
 
 std::chrono::steady_clock::time_point postgres_storage::sent_wake_ups::last_started() {
