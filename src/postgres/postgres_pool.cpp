@@ -169,14 +169,13 @@ class listen_hub::receiver final : public pqxx::notification_receiver {
   listen_hub& m_hub;
 };
 
-std::shared_ptr<listen_hub> listen_hub::of(const config& cfg, log_function logger) {
+std::shared_ptr<listen_hub> listen_hub::of(const config& cfg) {
   return process_shared<listen_hub>(cfg.conninfo,
-                                    [&] { return std::make_shared<listen_hub>(cfg, logger); });
+                                    [&] { return std::make_shared<listen_hub>(cfg); });
 }
 
-listen_hub::listen_hub(const config& cfg, log_function logger)
+listen_hub::listen_hub(const config& cfg)
     : m_cfg(cfg),
-      m_logger(std::move(logger)),
       m_watchdog(cfg.statement_timeout.count() > 0 ? cfg.statement_timeout + std::chrono::seconds(1)
                                                    : std::chrono::milliseconds(0)) {
 #ifdef __linux__
@@ -206,16 +205,24 @@ void listen_hub::signal_thread() noexcept {
 #endif
 }
 
-void listen_hub::log(log_level level, const std::string& message) const {
-  if (m_logger) m_logger(level, message);
+// Through a subscriber's logger, under the mutex: its queue cannot go away meanwhile (a logger
+// may refer to anything the application had when it opened the queue).
+void listen_hub::log(log_level level, const std::string& message) {
+  std::lock_guard lk(m_mutex);
+  for (auto& [id, s] : m_subscriptions) {
+    if (!s.logger) continue;
+    s.logger(level, message);
+    return;
+  }
 }
 
-std::uint64_t listen_hub::subscribe(const std::string& channel, std::function<void()> notified) {
+std::uint64_t listen_hub::subscribe(const std::string& channel, std::function<void()> notified,
+                                    log_function logger) {
   std::uint64_t id = 0;
   {
     std::lock_guard lk(m_mutex);
     id = m_next_id++;
-    m_subscriptions[id] = {channel, std::move(notified)};
+    m_subscriptions[id] = {channel, std::move(notified), std::move(logger)};
     m_changed = true;
   }
   m_cv.notify_all();

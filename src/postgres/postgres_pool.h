@@ -140,19 +140,20 @@ class local_channel {
 class listen_hub {
  public:
   /// This process's hub for `cfg.conninfo`, made at first use; it lives while a queue holds
-  /// it. Its warnings (a lost connection, a failed LISTEN) go to `logger` of the queue that
-  /// made it, once per outage.
-  static std::shared_ptr<listen_hub> of(const config& cfg, log_function logger);
+  /// it.
+  static std::shared_ptr<listen_hub> of(const config& cfg);
 
-  listen_hub(const config& cfg, log_function logger);
+  explicit listen_hub(const config& cfg);
   ~listen_hub();
   listen_hub(const listen_hub&) = delete;
   listen_hub& operator=(const listen_hub&) = delete;
 
   /// Calls `notified` (on the hub's thread, briefly: it must not block or call the hub) for
   /// each notification on `channel` and after each (re)connection, until unsubscribe(id).
-  /// Returns the subscription's id.
-  std::uint64_t subscribe(const std::string& channel, std::function<void()> notified);
+  /// The hub's warnings (a lost connection, a failed LISTEN; once per outage) go to the
+  /// `logger` of one subscriber. Returns the subscription's id.
+  std::uint64_t subscribe(const std::string& channel, std::function<void()> notified,
+                          log_function logger);
   /// Once this returns, the subscription's callback is not running and never runs again.
   void unsubscribe(std::uint64_t id);
 
@@ -165,10 +166,9 @@ class listen_hub {
   void dispatch(const std::string& channel);
   void notify_all_locked();
   void signal_thread() noexcept;  // wakes the hub thread's poll()
-  void log(log_level level, const std::string& message) const;
+  void log(log_level level, const std::string& message);
 
   const config m_cfg;
-  const log_function m_logger;
   watchdog m_watchdog;  // bounds the setup and the LISTENs
 
   std::mutex m_mutex;
@@ -176,6 +176,7 @@ class listen_hub {
   struct subscription {
     std::string channel;
     std::function<void()> notified;
+    log_function logger;
   };
   std::map<std::uint64_t, subscription> m_subscriptions;
   std::uint64_t m_next_id = 1;

@@ -95,8 +95,9 @@ bool postgres_storage::wait_for_change(std::chrono::milliseconds timeout) {
   if (m_cfg.notify && !m_hub) {
     // The hub calls back when a NOTIFY arrives on this schema's channel, and when it
     // (re)connects (what was sent meanwhile is lost): either way, read.
-    m_hub = listen_hub::of(m_cfg, m_logger);
-    m_subscription = m_hub->subscribe(channel_of(m_cfg.schema), [this] { changed(); });
+    m_hub = listen_hub::of(m_cfg);
+    m_subscription = m_hub->subscribe(
+        channel_of(m_cfg.schema), [this] { changed(); }, m_logger);
   }
   std::unique_lock lk(m_wait_mutex);
   m_wait_cv.wait_for(lk, timeout, [this] { return m_changed || m_interrupted; });
