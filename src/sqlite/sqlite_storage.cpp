@@ -341,6 +341,31 @@ bool sqlite_storage::store_cursor_fenced(std::string_view instance, std::string_
   return m_reader.changes() == 1;
 }
 
+namespace {
+
+// One event row of a page statement (the columns of k_columns).
+event_record row_of(statement& s) {
+  bool local = s.int64(4) != 0;
+  bool global = s.int64(5) != 0;
+  event_record r;
+  r.id = s.int64(0);
+  r.type = s.text(1);
+  r.data = s.text(2);
+  r.instance = s.text(3);
+  r.mode = local && global ? raise_mode::both
+           : local         ? raise_mode::locally
+           : global        ? raise_mode::globally
+                           : raise_mode::none;  // refused by every instance, counted
+  // Text that is no time: a value check_row() refuses (see event_record::created).
+  r.created =
+      detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point::min());
+  r.key_id = s.text(7);  // NULL reads as ""
+  r.signature = s.text(8);
+  return r;
+}
+
+}  // namespace
+
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   std::lock_guard lk(m_read_mutex);
   read_result out;
@@ -354,111 +379,110 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   } else {
     cur = parsed->id;
   }
-  // The page, the incarnation and the sequence come from one statement, so from one snapshot:
-  // were they read apart, a commit in between would look like deleted rows and the cursor
-  // would jump over it.
-  std::int64_t last = cur;
-  std::int64_t seq = 0;  // no sqlite_sequence row yet: no event was ever raised
-  bool seq_seen = false;
-  bool trailer_seen = false;
-  std::string incarnation;  // the file's; "" when it has none (before schema 7)
-  std::size_t scanned = 0;
-  std::int64_t first_gap = -1;  // the first deleted Id inside the page
-  std::int64_t gap_rows = 0;
+  auto page = scan_page(cur, limit);
+  // A cursor read from another database: its Ids name other events here (after a restore of
+  // an older copy or a fresh file, Ids are given again), so nothing after it can be trusted.
+  // Missed once, then the newest event of this file.
+  if (parsed && !parsed->incarnation.empty() && parsed->incarnation != page.incarnation) {
+    return foreign_cursor(cursor, *parsed, page);
+  }
+  m_draining = page.rows == limit;
+  judge_page(cur, page, out);
+  out.events = std::move(page.events);
+  out.next_cursor = format_cursor(page.last, page.incarnation);
+  out.more = page.rows == limit;
+  return out;
+}
+
+// The page, the incarnation and the sequence come from one statement, so from one snapshot:
+// were they read apart, a commit in between would look like deleted rows and the cursor would
+// jump over it. REQUIRES: m_read_mutex held.
+sqlite_storage::page_scan sqlite_storage::scan_page(std::int64_t cur, std::size_t limit) {
+  page_scan p;
+  p.last = cur;
   // Draining, the page alone; should it be empty after all, it is read again with the sequence.
   for (bool page_only = m_draining;; page_only = false) {
     auto& s = page_only ? *m_select_page_only : *m_select_page;
-    trailer_seen = false;
+    bool trailer_seen = false;
     s.bind(1, cur).bind(2, static_cast<std::int64_t>(limit));
     while (s.step()) {
       if (s.is_null(0)) {
         trailer_seen = true;
-        incarnation = checked_incarnation(s.text_view(1));
+        p.incarnation = checked_incarnation(s.text_view(1));
         if (!page_only) {
-          seq = s.int64(8);  // NULL (no event ever raised): 0
-          seq_seen = true;
+          p.seq = s.int64(8);  // NULL (no event ever raised): 0
+          p.seq_seen = true;
         }
         continue;
       }
       auto id = s.int64(0);
-      if (trailer_seen || id <= last) {
+      if (trailer_seen || id <= p.last) {
         s.reset();
         throw error(errc::database_error,
                     "SQLite returned the page after Id " + std::to_string(cur) +
                         " out of order (Id " + std::to_string(id) + " after " +
-                        std::to_string(last) + "); this SQLite version is not supported");
+                        std::to_string(p.last) + "); this SQLite version is not supported");
       }
-      ++scanned;
+      ++p.rows;
       // Ids are consecutive (AUTOINCREMENT under serialised writers; a rollback gives its ids
       // back): a gap anywhere in the page is rows deleted before this instance read them.
-      if (id != last + 1) {
-        if (first_gap < 0) first_gap = last + 1;
-        gap_rows += id - last - 1;
+      if (id != p.last + 1) {
+        if (p.first_gap < 0) p.first_gap = p.last + 1;
+        p.gap_rows += id - p.last - 1;
       }
-      last = id;
-      bool local = s.int64(4) != 0;
-      bool global = s.int64(5) != 0;
-      event_record r;
-      r.id = last;
-      r.type = s.text(1);
-      r.data = s.text(2);
-      r.instance = s.text(3);
-      r.mode = local && global ? raise_mode::both
-               : local         ? raise_mode::locally
-               : global        ? raise_mode::globally
-                               : raise_mode::none;  // refused by every instance, counted
-      // Text that is no time: a value check_row() refuses (see event_record::created).
-      r.created =
-          detail::parse_utc(s.text_view(6)).value_or(std::chrono::system_clock::time_point::min());
-      r.key_id = s.text(7);  // NULL reads as ""
-      r.signature = s.text(8);
-      out.events.push_back(std::move(r));
+      p.last = id;
+      p.events.push_back(row_of(s));
     }
     s.reset();
-    if (scanned > 0 || !page_only) break;
+    if (p.rows > 0 || !page_only) break;
   }
-  // A cursor read from another database: its Ids name other events here (after a restore of
-  // an older copy or a fresh file, Ids are given again), so nothing after it can be trusted.
-  // Missed once, then the newest event of this file.
-  if (parsed && !parsed->incarnation.empty() && parsed->incarnation != incarnation) {
-    if (!seq_seen) std::tie(seq, incarnation) = head_locked();
-    out.events.clear();
-    out.missed = "stored cursor '" + std::string(cursor.substr(0, 80)) +
-                 "' belongs to another database (incarnation " + parsed->incarnation +
-                 ", this file's is " + (incarnation.empty() ? "none" : incarnation) +
-                 "): the SQLite file was replaced or restored from a backup, and its Ids name "
-                 "other events; continuing from the newest event (Id " +
-                 std::to_string(seq) + ")";
-    out.next_cursor = format_cursor(seq, incarnation);
-    m_draining = false;
-    return out;
-  }
-  m_draining = scanned == limit;
-  if (first_gap >= 0 && !out.missed) {
-    out.missed = std::to_string(gap_rows) + " event" + (gap_rows == 1 ? "" : "s") + " between Id " +
-                 std::to_string(first_gap) + " and Id " + std::to_string(last) +
+  return p;
+}
+
+// The cursor names another database (see read()): Missed, and the newest event of this file.
+// REQUIRES: m_read_mutex held.
+read_result sqlite_storage::foreign_cursor(std::string_view cursor, const cursor_position& c,
+                                           page_scan& p) {
+  if (!p.seq_seen) std::tie(p.seq, p.incarnation) = head_locked();
+  read_result out;
+  out.missed = "stored cursor '" + std::string(cursor.substr(0, 80)) +
+               "' belongs to another database (incarnation " + c.incarnation + ", this file's is " +
+               (p.incarnation.empty() ? "none" : p.incarnation) +
+               "): the SQLite file was replaced or restored from a backup, and its Ids name "
+               "other events; continuing from the newest event (Id " +
+               std::to_string(p.seq) + ")";
+  out.next_cursor = format_cursor(p.seq, p.incarnation);
+  m_draining = false;
+  return out;
+}
+
+// Deleted rows inside the page, and a cursor that no row follows although it lies behind or
+// ahead of the sequence: the Missed reason (unless out has one already), and where the cursor
+// continues (p.last).
+void sqlite_storage::judge_page(std::int64_t cur, page_scan& p, read_result& out) {
+  if (p.first_gap >= 0 && !out.missed) {
+    out.missed = std::to_string(p.gap_rows) + " event" + (p.gap_rows == 1 ? "" : "s") +
+                 " between Id " + std::to_string(p.first_gap) + " and Id " +
+                 std::to_string(p.last) +
                  " were deleted before this instance processed them (cleanup ran while it "
                  "was down, or rows were deleted by hand); delivering the rest";
   }
-  if (scanned == 0 && !out.missed) {
-    if (cur > seq) {
+  if (p.rows == 0 && !out.missed) {
+    if (cur > p.seq) {
       out.missed = "stored cursor " + std::to_string(cur) + " is ahead of the newest event Id " +
-                   std::to_string(seq) +
+                   std::to_string(p.seq) +
                    " (database restored from a backup, replaced, or Properties edited); "
                    "continuing from Id " +
-                   std::to_string(seq);
-      last = seq;
-    } else if (cur < seq) {
-      out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(seq) +
+                   std::to_string(p.seq);
+      p.last = p.seq;
+    } else if (cur < p.seq) {
+      out.missed = "events with Id " + std::to_string(cur + 1) + ".." + std::to_string(p.seq) +
                    " were deleted before this instance processed them (cleanup ran while it "
                    "was down, or rows were deleted by hand); continuing after Id " +
-                   std::to_string(seq);
-      last = seq;
+                   std::to_string(p.seq);
+      p.last = p.seq;
     }
   }
-  out.next_cursor = format_cursor(last, incarnation);
-  out.more = scanned == limit;
-  return out;
 }
 
 bool sqlite_storage::data_version_changed() {

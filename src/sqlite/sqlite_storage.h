@@ -103,6 +103,22 @@ class sqlite_storage final : public storage {
   std::pair<std::int64_t, std::string> head_locked();  // REQUIRES: m_read_mutex held
   bool data_version_changed();
 
+  // What one page statement returned (read()).
+  struct page_scan {
+    std::vector<event_record> events;
+    std::int64_t last = 0;  // the Id the next cursor names: the last row's, or the cursor's
+    std::size_t rows = 0;   // rows of the page
+    std::int64_t seq = 0;   // the sequence (the newest Id ever given), if seq_seen
+    bool seq_seen = false;
+    std::string incarnation;      // the file's; "" when it has none (before schema 7)
+    std::int64_t first_gap = -1;  // the first deleted Id inside the page
+    std::int64_t gap_rows = 0;    // deleted Ids inside the page
+  };
+  // REQUIRES: m_read_mutex held (all three).
+  page_scan scan_page(std::int64_t cur, std::size_t limit);
+  read_result foreign_cursor(std::string_view cursor, const cursor_position& c, page_scan& p);
+  void judge_page(std::int64_t cur, page_scan& p, read_result& out);
+
   std::string m_path;
   std::chrono::milliseconds m_check_interval;
   log_function m_logger;  // what migrations report
