@@ -282,8 +282,40 @@ std::string postgres_storage::get_or_insert_property(std::string_view key, std::
   });
 }
 
-// The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
 read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
+  return read(cursor, limit, type_filter{});
+}
+
+namespace {
+
+// A text[] literal of `items`: {"a","b\"c"}.
+std::string text_array_of(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& v : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char ch : v) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + '}';
+}
+
+}  // namespace
+
+// The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
+read_result postgres_storage::read(std::string_view cursor, std::size_t limit,
+                                   const type_filter& filter) {
+  // Filtered: the *_types statements, with the names ($9), the prefixes ($10) and where each
+  // prefix's range ends ($11). A prefix without such an end reads everything.
+  std::vector<std::string> ends;
+  for (const auto& p : filter.prefixes) ends.push_back(detail::prefix_end(p));
+  const bool filtered =
+      !filter.all() && std::none_of(ends.begin(), ends.end(), [](auto& e) { return e.empty(); });
+  const std::string names = text_array_of(filter.names), prefixes = text_array_of(filter.prefixes),
+                    prefix_ends = text_array_of(ends);
   return on_reader("reading events", [&](pqxx::connection& c) {
     read_result out;
     pqxx::nontransaction tx(c);
@@ -296,6 +328,13 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
       // Paging, the page alone: rows are expected. Should it be empty after all (or not
       // paging), eventq_read, which always returns the head.
       auto run = [&](const char* statement) {
+        if (filtered) {
+          return tx.exec_prepared(
+              std::string(statement) + "_types", plan.prev, plan.target,
+              std::to_string(plan.from_stamp), static_cast<long long>(plan.from_id),
+              static_cast<long long>(limit), plan.checked, std::to_string(plan.range_from_stamp),
+              static_cast<long long>(plan.range_from_id), names, prefixes, prefix_ends);
+        }
         return tx.exec_prepared(statement, plan.prev, plan.target, std::to_string(plan.from_stamp),
                                 static_cast<long long>(plan.from_id), static_cast<long long>(limit),
                                 plan.checked, std::to_string(plan.range_from_stamp),
