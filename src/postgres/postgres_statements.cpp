@@ -52,9 +52,8 @@ void prepare_statements(pqxx::connection& c, const std::string& schema) {
   // xmax, so the first part's rows precede the second's. ($3, $4) and ($7, $8) are where the
   // parts' index scans start (see read_plan); the plain "Stamp >= $7", implied by the row
   // comparison, is what makes the planner walk the index rather than scan and sort the table.
-  auto part = [&](const std::string& target, const std::string& rows,
-                  const std::string& from = "EventQueue") {
-    return "(SELECT " + page_columns + ", Stamp AS StampOrder FROM " + from + " WHERE " + rows +
+  auto part = [&](const std::string& target, const std::string& rows) {
+    return "(SELECT " + page_columns + ", Stamp AS StampOrder FROM EventQueue WHERE " + rows +
            " AND Stamp < pg_snapshot_xmax(" + target +
            ") AND NOT pg_visible_in_snapshot(Stamp, $1::pg_snapshot) "
            "AND pg_visible_in_snapshot(Stamp, " +
