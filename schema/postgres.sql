@@ -1,4 +1,4 @@
--- eventq schema for PostgreSQL, version 8: the whole current schema, for operators.
+-- eventq schema for PostgreSQL, version 9: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/postgres/, applied when a queue
 -- opens, under an advisory lock so that many instances starting at once migrate once; the
@@ -59,6 +59,10 @@ CREATE TABLE EventQueue (
 -- Reads scan a Stamp range in (Stamp, Id) order; cleanup deletes by age.
 CREATE INDEX EventQueue_Stamp ON EventQueue (Stamp, Id);
 CREATE INDEX EventQueue_Created ON EventQueue (Created);
+-- Polls of instances whose every listener names its types read one range per type (a name, or
+-- a prefix such as "media." as a bytewise range, hence "C") in (Stamp, Id) order (since
+-- version 9); the cursor still passes the rows of other types.
+CREATE INDEX EventQueue_Type ON EventQueue (EventType COLLATE "C", Stamp, Id);
 
 -- Key/value settings.
 --   EQStamp_<instance>: that instance's cursor, a snapshot 'xmin:xmax:in-progress,...' (every

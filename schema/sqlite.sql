@@ -1,4 +1,4 @@
--- eventq schema for SQLite, version 8: the whole current schema, for operators.
+-- eventq schema for SQLite, version 9: the whole current schema, for operators.
 --
 -- The library creates and upgrades it by itself (migrations/sqlite/, applied in order when a
 -- queue opens; the history is in EventQueueSchema). Open the file with `sqlite3 events.db`;
@@ -34,6 +34,9 @@ CREATE TABLE EventQueue (
 );
 -- Cleanup deletes by age.
 CREATE INDEX EventQueue_Created ON EventQueue (Created);
+-- Polls of instances whose every listener names its types read one range per type, in Id order
+-- (since version 9); the cursor still passes the rows of other types.
+CREATE INDEX EventQueue_Type ON EventQueue (EventType, Id);
 
 -- What every instance would refuse on reading is refused at INSERT (since version 4; rows
 -- stored before are reported by the migration in the log, refused by instances, counted, and

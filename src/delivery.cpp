@@ -139,11 +139,36 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   return count;
 }
 
+// The database reads only the types someone here wants, and only when every subscriber and
+// every session listener names its types (one that wants all of them needs every row). No
+// subscriber at all: every row, as before (each is counted as of unknown type). The rows are
+// still checked here one by one (dispatcher, event_filter), so a backend that ignores the
+// filter only reads more.
+type_filter delivery::read_filter() {
+  auto types = m_disp.wanted_types();
+  if (!types) return {};
+  for (const auto& c : m_consumers.snapshot()) {
+    auto more = c->wanted_types();
+    if (!more) return {};
+    types->insert(types->end(), more->begin(), more->end());
+  }
+  return type_filter::of(*types, m_opts.instance_name);
+}
+
 std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
   std::size_t count = 0;
   read_result page;
   do {
-    page = m_store.read(m_cursor, m_opts.page_size);
+    // A listener added while the page was read may want rows the filter left out, raised
+    // after it was added: read the page again with the filter that includes it. (Rows that
+    // were already in the table when it was added are not promised to it.)
+    auto filter = read_filter();
+    for (;;) {
+      page = m_store.read(m_cursor, m_opts.page_size, filter);
+      auto now = read_filter();
+      if (filter.all() || (now.names == filter.names && now.prefixes == filter.prefixes)) break;
+      filter = std::move(now);
+    }
     const std::uint64_t base = m_consumers.reserve(page.events.size());
     bool whole_page = true;
     {
@@ -158,6 +183,9 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
     // A page left half-way (stop() between two rows, or while a session's buffer was full)
     // keeps the cursor before it: its rows are delivered again, at least once, by the next poll.
     if (!whole_page) break;
+    // Rows the database left out by type, addressed to this instance: no handler here wanted
+    // them, so they count as they would have had they been read.
+    m_counters.unknown_types += page.skipped;
     m_consumers.run_due();  // listeners of sessions without threads run here
     if (page.next_cursor != m_cursor) {
       m_cursor = page.next_cursor;

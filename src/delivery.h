@@ -80,6 +80,9 @@ class delivery {
 
  private:
   bool targets_me(const event_record& r) const;
+  /// What the next read asks the database for: the union of the types the subscribers and
+  /// the sessions' listeners want, or every row when one of them wants every type.
+  type_filter read_filter();
   std::size_t poll_pages(const std::function<bool()>& keep_going);  // REQUIRES: m_poll_mutex
   std::size_t deliver(const std::vector<event_record>& rows, std::uint64_t base,
                       const std::function<bool()>& keep_going, bool& whole_page);

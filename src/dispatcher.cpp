@@ -83,6 +83,17 @@ bool dispatcher::handles(const std::string& type) const {
   return it != t->by_type.end() && !it->second.empty();
 }
 
+std::optional<std::vector<std::string>> dispatcher::wanted_types() const {
+  auto t = snapshot();
+  if (!t->all.empty()) return std::nullopt;
+  std::vector<std::string> out;
+  for (const auto& [type, handlers] : t->by_type) {
+    if (!handlers.empty()) out.push_back(type);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::shared_ptr<const dispatcher::table> dispatcher::snapshot() const {
   std::lock_guard lk(m_table_mutex);
   return m_table;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -30,6 +31,8 @@ class dispatcher : public subscription_owner {
   bool contains(std::uint64_t id) const noexcept override;
   /// True when some handler wants events of `type` (a typed one, or one for every type).
   bool handles(const std::string& type) const;
+  /// The types the handlers subscribe to, sorted; nullopt when one wants every type.
+  std::optional<std::vector<std::string>> wanted_types() const;
 
   /// What happened to one row.
   struct outcome {

@@ -1,5 +1,6 @@
 #include "eventq/queue.h"
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <system_error>
@@ -320,6 +321,47 @@ bool storage::store_cursor_fenced(std::string_view instance, std::string_view,
                                   std::string_view cursor) {
   store_cursor(instance, cursor);
   return true;
+}
+
+read_result storage::read(std::string_view cursor, std::size_t limit, const type_filter&) {
+  return read(cursor, limit);
+}
+
+bool type_filter::matches(std::string_view type) const noexcept {
+  if (all()) return true;
+  if (std::binary_search(names.begin(), names.end(), type)) return true;
+  return std::any_of(prefixes.begin(), prefixes.end(), [type](const std::string& p) {
+    return type.size() > p.size() && type.starts_with(p);
+  });
+}
+
+type_filter type_filter::of(std::span<const std::string> types, std::string reader) {
+  type_filter f;
+  f.reader = std::move(reader);
+  for (const auto& t : types) {
+    if (t.size() >= 2 && t.ends_with(".*")) {
+      f.prefixes.push_back(t.substr(0, t.size() - 1));  // keeps the dot
+    } else {
+      f.names.push_back(t);
+    }
+  }
+  std::sort(f.prefixes.begin(), f.prefixes.end());
+  f.prefixes.erase(std::unique(f.prefixes.begin(), f.prefixes.end()), f.prefixes.end());
+  // Sorted, a prefix within another ("a." before "a.b.") comes first: keep the shortest.
+  std::vector<std::string> kept;
+  for (auto& p : f.prefixes) {
+    if (kept.empty() || !p.starts_with(kept.back())) kept.push_back(std::move(p));
+  }
+  f.prefixes = std::move(kept);
+  const auto covered = [&f](const std::string& n) {
+    return std::any_of(f.prefixes.begin(), f.prefixes.end(), [&n](const std::string& p) {
+      return n.size() > p.size() && n.starts_with(p);
+    });
+  };
+  std::erase_if(f.names, covered);
+  std::sort(f.names.begin(), f.names.end());
+  f.names.erase(std::unique(f.names.begin(), f.names.end()), f.names.end());
+  return f;
 }
 
 bool storage::take_over_instance(const instance_registration&, std::int64_t,

@@ -63,6 +63,13 @@ std::optional<std::chrono::system_clock::time_point> parse_utc(std::string_view 
                                   seconds{sec} + frac};
 }
 
+std::string prefix_end(std::string_view prefix) {
+  if (prefix.empty() || static_cast<unsigned char>(prefix.back()) >= 0x7f) return {};
+  std::string end(prefix);
+  end.back() = static_cast<char>(end.back() + 1);
+  return end;
+}
+
 std::optional<std::int64_t> parse_int64(std::string_view text) {
   std::int64_t v = 0;
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);

@@ -20,6 +20,11 @@ std::optional<std::chrono::system_clock::time_point> parse_utc(std::string_view 
 /// Parses a whole decimal int64; nullopt on anything else (sign, spaces, overflow included).
 std::optional<std::int64_t> parse_int64(std::string_view text);
 
+/// The smallest text above every text that starts with `prefix`, bytewise (SQLite's BINARY
+/// collation, PostgreSQL's "C"): its last byte incremented ("media." -> "media/"). "" when the
+/// last byte is not ASCII below 0x7f (the result might be no UTF-8): read such a prefix unfiltered.
+std::string prefix_end(std::string_view prefix);
+
 /// The Properties key of an instance's cursor: "EQStamp_<instance>".
 std::string cursor_key(std::string_view instance);
 

@@ -12,13 +12,16 @@ namespace eventq {
 
 /// A snapshot of a queue's counters since it was opened. Plain data.
 struct metrics {
-  std::uint64_t raised = 0;           ///< events written by this queue object
-  std::uint64_t delivered = 0;        ///< events handed to at least one handler
-  std::uint64_t handler_errors = 0;   ///< handler calls that threw
-  std::uint64_t undecodable = 0;      ///< rows whose JSON did not parse or decode into the type
-  std::uint64_t unauthentic = 0;      ///< rows skipped: signature missing or wrong, key unknown
-  std::uint64_t oversized = 0;        ///< rows skipped: payload over options::max_payload_bytes
-  std::uint64_t unknown_types = 0;    ///< rows meant for this instance that no handler wanted
+  std::uint64_t raised = 0;          ///< events written by this queue object
+  std::uint64_t delivered = 0;       ///< events handed to at least one handler
+  std::uint64_t handler_errors = 0;  ///< handler calls that threw
+  std::uint64_t undecodable = 0;     ///< rows whose JSON did not parse or decode into the type
+  std::uint64_t unauthentic = 0;     ///< rows skipped: signature missing or wrong, key unknown
+  std::uint64_t oversized = 0;       ///< rows skipped: payload over options::max_payload_bytes
+  /// Rows meant for this instance that no handler wanted. When the database filters by type
+  /// (every listener names its types), the rows it left out count where the backend reports
+  /// them (SQLite; PostgreSQL does not count them).
+  std::uint64_t unknown_types = 0;
   std::uint64_t missed = 0;           ///< Missed notifications raised
   std::uint64_t polls = 0;            ///< poll cycles run (each reads one or more pages)
   std::uint64_t poll_errors = 0;      ///< poll cycles that failed (database unreachable...)

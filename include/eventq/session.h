@@ -75,7 +75,9 @@ struct session_config {
 /// Which events a listener wants (GigaSpaces' template). Plain data.
 struct event_filter {
   /// Event type names, or prefixes ending in ".*" ("media.*" matches "media.deleted" and
-  /// "media.image.resized", not "media"). Empty: every type.
+  /// "media.image.resized", not "media"). Empty: every type. When every listener of the queue
+  /// names its types, polls read only those types from the database (see storage::type_filter);
+  /// one listener with empty types makes them read every row.
   std::vector<std::string> types;
   /// The payload must contain this JSON (containment as PostgreSQL's jsonb @>: every key of an
   /// object with a contained value, every element of an array in some element, scalars equal).

@@ -37,6 +37,33 @@ struct read_result {
   /// or it lies ahead of the database): the reason, for a Missed notification. The rows
   /// returned then start from a well-defined point that the reason names.
   std::optional<std::string> missed;
+  /// Rows after the cursor, up to next_cursor, that a type_filter left out and that are
+  /// addressed to its `reader` (see type_filter), where the backend counts them (SQLite does;
+  /// PostgreSQL and the unfiltered read() leave 0). The queue counts them as rows of a type
+  /// nobody subscribed to (metrics::unknown_types), as if it had read them.
+  std::size_t skipped = 0;
+};
+
+/// The event types a poll asks for (storage::read() with a filter): the rows whose EventType
+/// is one of `names`, or starts with one of `prefixes` (each ends in '.': "media." from a
+/// listener's "media.*"). Empty (both lists): every row. A backend may return more rows than
+/// the filter asks for (the queue still checks every row's type itself, so delivery never
+/// depends on it), but never fewer, and its next_cursor still passes the rows it left out.
+/// The queue builds one only when every subscriber and session listener restricts its types.
+struct type_filter {
+  std::vector<std::string> names;     ///< exact type names, sorted, unique
+  std::vector<std::string> prefixes;  ///< sorted, unique, none within another
+  /// The reading instance (options::instance_name): read_result::skipped counts the rows left
+  /// out that are addressed to it (raised globally by another instance, locally by it, or both).
+  std::string reader;
+
+  /// True when it asks for every row.
+  bool all() const noexcept { return names.empty() && prefixes.empty(); }
+  /// True when a row of `type` is asked for.
+  bool matches(std::string_view type) const noexcept;
+  /// From listeners' types (names, or prefixes ending in ".*"): normalised, names within a
+  /// prefix dropped. An empty `types` gives a filter that asks for every row.
+  static type_filter of(std::span<const std::string> types, std::string reader = {});
 };
 
 /// What an instance records about itself in the registry when it opens a queue.
@@ -176,6 +203,14 @@ class storage {
   /// Up to `limit` (>= 1) rows after `cursor`, oldest first. A cursor that is not one this
   /// database could have produced is reported through read_result::missed, never thrown.
   virtual read_result read(std::string_view cursor, std::size_t limit) = 0;
+
+  /// read() of the rows `filter` asks for: up to `limit` of them after `cursor`, oldest first,
+  /// and a next_cursor past the rows it left out too (rows deleted among those are reported
+  /// through read_result::missed as read() does). With filter.all(), read() itself. The queue
+  /// reads through this call; the default calls read(cursor, limit), unfiltered, which is
+  /// always correct (the queue checks types itself), only slower: a backend should override
+  /// it where its database can select by type through an index.
+  virtual read_result read(std::string_view cursor, std::size_t limit, const type_filter& filter);
 
   /// Waits up to `timeout` for a sign that another writer may have committed. Returns true on
   /// such a sign (a hint only: the caller still reads the table), false on timeout or interrupt.

@@ -141,14 +141,36 @@ std::vector<statement> statements_for(const std::string& schema) {
            "AND pg_visible_in_snapshot(Stamp, " +
            target + ") ORDER BY EventQueue.Stamp, EventQueue.Id LIMIT $5)";
   };
-  auto page_of = [&](const std::string& target) {
-    return "FROM (" +
+  const std::string xip_rows =
+      "Stamp = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot))) "
+      "AND (Stamp, Id) > ($3::xid8, $4::bigint)";
+  const std::string range_rows = "Stamp >= $7::xid8 AND (Stamp, Id) > ($7::xid8, $8::bigint)";
+  // Filtered (eventq_read_types, eventq_page_types): only the types named in $9 or starting
+  // with a prefix of $10 (each prefix's range ends below the matching element of $11). The
+  // rows of the cursor's in-progress transactions are few: filtered as they are read. The
+  // range from the cursor's xmax on is read per type through EventQueue_Type (EventType "C",
+  // Stamp, Id) (migration 0009): an exact type is one index range in (Stamp, Id) order, cut at
+  // the page size however many rows of other types lie in between; a prefix is one range of
+  // EventType, sorted. Rows of types not asked for are not read; the cursor passes them all the
+  // same, since it is a snapshot. The prefix part leaves out exact names (no row twice).
+  const std::string wanted =
+      "(EventType = ANY ($9::text[]) OR EXISTS (SELECT 1 FROM unnest($10::text[]) p "
+      "WHERE starts_with(EventType, p)))";
+  auto page_rows = [&](const std::string& target, bool filtered) {
+    if (!filtered) return part(target, xip_rows) + " UNION ALL " + part(target, range_rows);
+    return part(target, xip_rows + " AND " + wanted) + " UNION ALL (SELECT x.* FROM " +
+           "unnest($9::text[]) AS f(t) CROSS JOIN LATERAL " +
+           part(target, "EventType COLLATE \"C\" = f.t AND " + range_rows) +
+           " x) UNION ALL (SELECT x.* FROM unnest($10::text[], $11::text[]) AS f(lo, hi) "
+           "CROSS JOIN LATERAL " +
            part(target,
-                "Stamp = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot))) "
-                "AND (Stamp, Id) > ($3::xid8, $4::bigint)") +
-           " UNION ALL " +
-           part(target, "Stamp >= $7::xid8 AND (Stamp, Id) > ($7::xid8, $8::bigint)") +
-           ") u ORDER BY u.StampOrder, u.Id LIMIT $5";
+                "EventType COLLATE \"C\" >= f.lo AND EventType COLLATE \"C\" < f.hi AND "
+                "NOT (EventType = ANY ($9::text[])) AND " +
+                    range_rows) +
+           " x)";
+  };
+  auto page_of = [&](const std::string& target, bool filtered = false) {
+    return "FROM (" + page_rows(target, filtered) + ") u ORDER BY u.StampOrder, u.Id LIMIT $5";
   };
   const std::string page_out =
       "u.Id, u.EventType, u.InstanceData, u.InstanceName, u.RaiseLocally, u.RaiseGlobally, "
@@ -169,23 +191,28 @@ std::vector<statement> statements_for(const std::string& schema) {
       "(SELECT timeline_id::text FROM pg_control_checkpoint())";
   // While paging through a backlog ($2: the target snapshot): the page alone, in eventq_read's
   // columns. No LATERAL join and no second sort of a full page.
-  add("eventq_page", "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " +
-                         incarnation + ", " + page_out + " " + page_of("$2::pg_snapshot"));
+  for (bool filtered : {false, true}) {
+    add(filtered ? "eventq_page_types" : "eventq_page",
+        "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " + incarnation + ", " +
+            page_out + " " + page_of("$2::pg_snapshot", filtered));
+  }
   // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot,
   // the deletions and the incarnation, then the page. $2 is the target snapshot when paging
   // through a backlog, '' to read up to the statement's own snapshot: every row visible in it is
   // visible to the statement, so nothing committed before the snapshot can be passed over. With
   // no new rows the result is one row whose event columns are NULL.
-  add("eventq_read",
-      "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, " + deletions +
-          " AS deleted, " + incarnation +
-          " AS incarnation) "
-          "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
-          "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
-          "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
-          page_out + ", u.StampOrder " +
-          page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)") +
-          ") e ON true ORDER BY e.StampOrder, e.Id");
+  for (bool filtered : {false, true}) {
+    add(filtered ? "eventq_read_types" : "eventq_read",
+        "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, " + deletions +
+            " AS deleted, " + incarnation +
+            " AS incarnation) "
+            "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
+            "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
+            "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
+            page_out + ", u.StampOrder " +
+            page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)", filtered) +
+            ") e ON true ORDER BY e.StampOrder, e.Id");
+  }
   add("eventq_head",
       "SELECT pg_current_snapshot()::text, " + incarnation + ", min(Stamp)::text FROM EventQueue");
   add("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");

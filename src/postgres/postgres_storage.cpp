@@ -281,8 +281,40 @@ std::string postgres_storage::get_or_insert_property(std::string_view key, std::
   });
 }
 
-// The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
 read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
+  return read(cursor, limit, type_filter{});
+}
+
+namespace {
+
+// A text[] literal of `items`: {"a","b\"c"}.
+std::string text_array_of(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& v : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char ch : v) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + '}';
+}
+
+}  // namespace
+
+// The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
+read_result postgres_storage::read(std::string_view cursor, std::size_t limit,
+                                   const type_filter& filter) {
+  // Filtered: the *_types statements, with the names ($9), the prefixes ($10) and where each
+  // prefix's range ends ($11). A prefix without such an end reads everything.
+  std::vector<std::string> ends;
+  for (const auto& p : filter.prefixes) ends.push_back(detail::prefix_end(p));
+  const bool filtered =
+      !filter.all() && std::none_of(ends.begin(), ends.end(), [](auto& e) { return e.empty(); });
+  const std::string names = text_array_of(filter.names), prefixes = text_array_of(filter.prefixes),
+                    prefix_ends = text_array_of(ends);
   return on_reader("reading events", [&](connection_pool::lease& c) {
     read_result out;
     // Through a transaction pooler no session setting holds: the page's plan setting (see
@@ -305,10 +337,17 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
     } else {
       auto plan = plan_read(*cur);
       // Paging, the page alone: rows are expected. Should it be empty after all (or not
-      // paging), eventq_read, which always returns the head. Both unnamed, so planned for their
+      // paging), eventq_read, which always returns the head. All unnamed, so planned for their
       // own bounds each time: a cached generic plan can scan the whole Stamp range for every
       // page of a backlog.
       auto page = [&](const char* statement) {
+        if (filtered) {
+          return run(*tx, c, std::string(statement) + "_types", false, plan.prev, plan.target,
+                     std::to_string(plan.from_stamp), static_cast<long long>(plan.from_id),
+                     static_cast<long long>(limit), plan.checked,
+                     std::to_string(plan.range_from_stamp),
+                     static_cast<long long>(plan.range_from_id), names, prefixes, prefix_ends);
+        }
         return run(
             *tx, c, statement, false, plan.prev, plan.target, std::to_string(plan.from_stamp),
             static_cast<long long>(plan.from_id), static_cast<long long>(limit), plan.checked,

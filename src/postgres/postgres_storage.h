@@ -53,6 +53,9 @@ class postgres_storage final : public storage {
                            std::string_view cursor) override;
   std::string get_or_insert_property(std::string_view key, std::string_view value) override;
   read_result read(std::string_view cursor, std::size_t limit) override;
+  /// Reads the filtered types through the index EventQueue_Type (migration 0009); the cursor
+  /// passes the rows left out (read_result::skipped is not counted: 0).
+  read_result read(std::string_view cursor, std::size_t limit, const type_filter& filter) override;
   bool wait_for_change(std::chrono::milliseconds timeout) override;
   void interrupt() override;  // wakes, and cancels the reader's call in flight
   void wake() override;       // wakes only
