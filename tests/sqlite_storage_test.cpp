@@ -349,3 +349,24 @@ TEST_CASE("a raise with a name no reader accepts fails at the call; a concurrent
   CHECK(sqlite_int(dir.file("e.db"), "SELECT count(*) FROM EventQueue") == 30);
   CHECK_THROWS_AS(a.raise_raw("t", nlohmann::json::object(), raise_mode::none), error);
 }
+
+// The filtered page names the index of migration 9; an operator who drops it must not stop the
+// queue: it reads every type then, filters in the library, and says so once.
+TEST_CASE("a dropped EventQueue_Type index: typed listeners still get their events") {
+  temp_dir dir;
+  const auto db = dir.file("e.db");
+  log_capture logs;
+  queue a("sqlite:" + db, test_options("a"));
+  queue b("sqlite:" + db, test_options("b", &logs));
+  sqlite_exec(db, "DROP INDEX EventQueue_Type");
+  std::atomic<int> got{0};
+  auto sub = b.subscribe_raw("wanted", [&](const event_record&, const nlohmann::json&) { ++got; });
+  for (int i = 0; i < 5; ++i) {
+    a.raise_raw("other", nlohmann::json::object(), raise_mode::globally);
+    a.raise_raw("wanted", nlohmann::json::object(), raise_mode::globally);
+  }
+  for (int i = 0; i < 3; ++i) b.poll_once();
+  CHECK(got == 5);
+  CHECK(b.stats().poll_errors == 0);
+  CHECK(logs.count("the index EventQueue_Type is missing") == 1);
+}

@@ -383,7 +383,22 @@ read_result sqlite_storage::read(std::string_view cursor, std::size_t limit,
                   [](const std::string& p) { return detail::prefix_end(p).empty(); })) {
     return read_page(cursor, limit, nullptr);
   }
-  return read_page(cursor, limit, &filter);
+  if (m_filter_unavailable) return read_page(cursor, limit, nullptr);
+  try {
+    return read_page(cursor, limit, &filter);
+  } catch (const error& e) {
+    // The filtered page names the index EventQueue_Type (migration 9): an operator who dropped
+    // it must not stop the queue. Every row is read then, and filtered in the library.
+    if (std::string_view(e.what()).find("no such index") == std::string_view::npos) throw;
+    m_filter_unavailable = true;
+    if (m_logger) {
+      m_logger(log_level::warning,
+               std::string("the index EventQueue_Type is missing (") + e.what() +
+                   "): reading every event type and filtering in the library; recreate it "
+                   "(schema/sqlite.sql) and reopen the queue to filter in the database again");
+    }
+    return read_page(cursor, limit, nullptr);
+  }
 }
 
 read_result sqlite_storage::read_page(std::string_view cursor, std::size_t limit,

@@ -1,6 +1,7 @@
 // The SQLite backend: one database file shared by the processes of one host.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -151,8 +152,9 @@ class sqlite_storage final : public storage {
   bool m_draining = false;                        // the latest page was full (m_read_mutex)
   // Filtered pages by (names, prefixes) of the filter (see filtered_statement()).
   std::map<std::pair<std::size_t, std::size_t>, std::unique_ptr<statement>> m_select_filtered;
-  std::unique_ptr<statement> m_select_head;    // the sequence and the incarnation
-  std::unique_ptr<statement> m_select_oldest;  // min(Id), the sequence and the incarnation
+  std::atomic<bool> m_filter_unavailable{false};  // EventQueue_Type dropped: read unfiltered
+  std::unique_ptr<statement> m_select_head;       // the sequence and the incarnation
+  std::unique_ptr<statement> m_select_oldest;     // min(Id), the sequence and the incarnation
   std::unique_ptr<statement> m_get_property;
   std::unique_ptr<statement> m_set_property;
   std::unique_ptr<statement> m_set_cursor_fenced;  // m_set_property while the token holds the name
