@@ -370,6 +370,22 @@ event_record row_of(statement& s) {
 
 }  // namespace
 
+namespace {
+
+// A page's rows come in Id order, then its trailer row: anything else is an SQLite this
+// library does not support.
+void check_page_order(statement& s, const char* what, std::int64_t cur, std::int64_t id,
+                      std::int64_t last, bool trailer_seen) {
+  if (!trailer_seen && id > last) return;
+  s.reset();
+  throw error(errc::database_error, std::string("SQLite returned the ") + what + " after Id " +
+                                        std::to_string(cur) + " out of order (Id " +
+                                        std::to_string(id) + " after " + std::to_string(last) +
+                                        "); this SQLite version is not supported");
+}
+
+}  // namespace
+
 read_result sqlite_storage::read(std::string_view cursor, std::size_t limit) {
   return read_page(cursor, limit, nullptr);
 }
@@ -453,13 +469,7 @@ sqlite_storage::page_scan sqlite_storage::scan_page(std::int64_t cur, std::size_
         continue;
       }
       auto id = s.int64(0);
-      if (trailer_seen || id <= p.last) {
-        s.reset();
-        throw error(errc::database_error,
-                    "SQLite returned the page after Id " + std::to_string(cur) +
-                        " out of order (Id " + std::to_string(id) + " after " +
-                        std::to_string(p.last) + "); this SQLite version is not supported");
-      }
+      check_page_order(s, "page", cur, id, p.last, trailer_seen);
       ++p.rows;
       // Ids are consecutive (AUTOINCREMENT under serialised writers; a rollback gives its ids
       // back): a gap anywhere in the page is rows deleted before this instance read them.
@@ -577,13 +587,7 @@ sqlite_storage::page_scan sqlite_storage::scan_filtered(std::int64_t cur, std::s
       continue;
     }
     auto id = s.int64(0);
-    if (trailer_seen || id <= p.last) {
-      s.reset();
-      throw error(errc::database_error,
-                  "SQLite returned the filtered page after Id " + std::to_string(cur) +
-                      " out of order (Id " + std::to_string(id) + " after " +
-                      std::to_string(p.last) + "); this SQLite version is not supported");
-    }
+    check_page_order(s, "filtered page", cur, id, p.last, trailer_seen);
     ++p.rows;
     p.last = id;
     p.events.push_back(row_of(s));
