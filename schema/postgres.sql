@@ -72,8 +72,11 @@ CREATE INDEX EventQueue_Type ON EventQueue (EventType COLLATE "C", Stamp, Id);
 --     EVENTQ_SECRET): created by the first instance. Whoever can read it can forge events;
 --     keep it outside the database where writers are not all trusted (docs/security.md).
 --     Since version 4 either may end in ';c=<snapshot>' (where the instance last read
---     EventQueueDeleted) and ';db=<system identifier>.<timeline>' (the database incarnation it
---     belongs to; another one gives Missed once, then a start from the current snapshot).
+--     EventQueueDeleted), ';n=<stamp>:<id>' (the newest event visible to it, what a failover
+--     checks; absent in older cursors) and ';db=<system identifier>.<timeline>' (the database
+--     incarnation it belongs to; another cluster gives Missed once, then a start from the
+--     current snapshot; a later timeline of this one, a promoted standby, is continued from
+--     when its newest event is there).
 CREATE TABLE Properties (
   Key   text PRIMARY KEY,
   Value text NOT NULL

@@ -173,6 +173,7 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
     bool whole_page = true;
     {
       dispatcher::scope scope(m_disp);
+      if (page.notice) log(log_level::warning, *page.notice);
       if (page.missed) {
         ++m_counters.missed;
         log(log_level::warning, "missed events: " + *page.missed);

@@ -19,6 +19,11 @@
 //   peer timed   URL NAME STOP OUT      raise "timed" events back to back until the file STOP
 //                                       exists; write "start_ns duration_ns" per raise to OUT
 //                                       (steady clock, comparable across processes)
+//   peer failover-raise URL NAME STOP OUT
+//                                       raise "tick" events back to back until the file STOP
+//                                       exists, through a database that fails over meanwhile;
+//                                       write per raise "ok ID MS" or "error CODE MS" to OUT
+//                                       (flushed per line), MS: how long the raise took
 //   peer farm    NAME READY URL...       open one queue per URL (a farm's app server with a queue
 //                                       per database), create the file READY once all poll,
 //                                       exit 0 once a "farm.ping" event arrived on every queue
@@ -248,6 +253,31 @@ int timed(const std::string& url, const std::string& name, const std::string& st
   return 0;
 }
 
+int failover_raise(const std::string& url, const std::string& name, const std::string& stop,
+                   const std::string& out) {
+  auto o = opts(name);
+  o.cleanup_interval = std::chrono::seconds(0);
+  eventq::queue q(url, o);
+  std::FILE* f = std::fopen(out.c_str(), "w");
+  if (!f) return 3;
+  for (int i = 0; !std::ifstream(stop).good(); ++i) {
+    auto t0 = mono_ns();
+    try {
+      auto id = q.raise_raw("tick", {{"n", i}, {"from", name}}, eventq::raise_mode::globally);
+      std::fprintf(f, "ok %lld %lld\n", static_cast<long long>(id),
+                   static_cast<long long>((mono_ns() - t0) / 1000000));
+    } catch (const eventq::error& e) {
+      std::fprintf(f, "error %s %lld\n", std::string(eventq::to_string(e.code())).c_str(),
+                   static_cast<long long>((mono_ns() - t0) / 1000000));
+      std::this_thread::sleep_for(100ms);  // an application retrying later
+    }
+    std::fflush(f);  // what returned is on record however this process ends
+    std::this_thread::sleep_for(2ms);
+  }
+  std::fclose(f);
+  return 0;
+}
+
 // Opens `name`, polls `polls` times (50 ms apart) and prints "missed=N delivered=M".
 int count_missed(const std::string& url, const std::string& name, int polls) {
   eventq::queue q(url, opts(name));
@@ -305,6 +335,7 @@ int main(int argc, char** argv) {
     if (a.size() == 5 && a[1] == "hold") return hold(a[2], a[3], std::stoi(a[4]));
     if (a.size() == 6 && a[1] == "timed") return timed(a[2], a[3], a[4], a[5]);
     if (a.size() == 5 && a[1] == "missed") return count_missed(a[2], a[3], std::stoi(a[4]));
+    if (a.size() == 6 && a[1] == "failover-raise") return failover_raise(a[2], a[3], a[4], a[5]);
     if (a.size() >= 5 && a[1] == "farm") return farm(a[2], a[3], {a.begin() + 4, a.end()});
   } catch (const std::exception& e) {
     std::cerr << "peer: " << e.what() << '\n';

@@ -37,7 +37,8 @@ page_facts facts_at(std::string_view now, std::string incarnation = "7.1") {
 
 TEST_CASE("cursor text round-trips, options included, and garbage is refused") {
   for (const char* text : {"10:20:12,15", "10:20:12|10:30:|25:7", "10:20:;c=10:40:;db=7.1",
-                           "10:20:|10:30:|25:7;c=10:40:35;db=7.1", "5:5:"}) {
+                           "10:20:|10:30:|25:7;c=10:40:35;db=7.1", "5:5:", "10:20:;n=18:4;db=7.1",
+                           "10:20:;c=10:40:;n=18:4"}) {
     auto c = parse_cursor(text);
     REQUIRE_MESSAGE(c, text);
     CHECK(format_cursor(*c) == text);
@@ -86,6 +87,86 @@ TEST_CASE("another incarnation of the database: Missed once, then delivery") {
   auto legacy = decide_read("40:45:", parse_cursor("40:45:"), f, 10);
   CHECK(!legacy.missed);
   CHECK(legacy.next_cursor == "50:60:;db=8.2");
+}
+
+TEST_CASE("a failover is a later timeline of the same cluster") {
+  CHECK(failed_over("7.1", "7.2"));
+  CHECK(failed_over("7.1", "7.12"));
+  CHECK(!failed_over("7.2", "7.1"));  // an older timeline: a restore, not a promotion
+  CHECK(!failed_over("7.1", "8.2"));  // another cluster
+  CHECK(!failed_over("7.1", "7.1"));
+  CHECK(!failed_over("", "7.2"));
+  CHECK(!failed_over("7.1", ""));
+  CHECK(!parse_cursor("10:20:;n=x:4"));
+  CHECK(!parse_cursor("10:20:;n=0:4"));
+  CHECK(!parse_cursor("10:20:;n=18"));
+}
+
+TEST_CASE("failed over with the cursor's newest row there: no Missed, the snapshot cut there") {
+  // The old primary had handed out ids up to 59 (the cursor's xmax 60); 44 was running. Its
+  // newest row was raised by 50. The new primary may hand out 51..59 again: they must not
+  // count as seen.
+  const std::string cursor = "40:60:44;n=50:9;db=7.1";
+  auto f = facts_at("52:53:", "7.2");
+  f.newest_found = true;
+  auto d = decide_read(cursor, parse_cursor(cursor), f, 10);
+  CHECK(!d.missed);
+  CHECK(!d.deliver);  // the page was read with the uncut cursor
+  CHECK(d.more);
+  REQUIRE(d.notice);
+  CHECK(d.notice->find("failed over") != std::string::npos);
+  auto next = parse_cursor(d.next_cursor);
+  REQUIRE(next);
+  CHECK(next->incarnation == "7.2");
+  CHECK(next->prev.sees(50));
+  CHECK(next->prev.sees(43));
+  CHECK(!next->prev.sees(44));  // still running then: its rows, if it committed, come
+  for (std::uint64_t reused = 51; reused < 60; ++reused) CHECK(!next->prev.sees(reused));
+  // The next read from the cut cursor is an ordinary one.
+  auto again = facts_at("52:53:", "7.2");
+  again.rows = 1;
+  again.last_stamp = 52;
+  again.last_id = 11;
+  auto d2 = decide_read(d.next_cursor, next, again, 10);
+  CHECK(!d2.missed);
+  CHECK(d2.deliver);
+}
+
+TEST_CASE("failed over without the cursor's newest row: Missed, start from now") {
+  const std::string cursor = "40:60:;n=58:9;db=7.1";
+  auto f = facts_at("52:53:", "7.2");
+  f.newest_found = false;
+  auto d = decide_read(cursor, parse_cursor(cursor), f, 10);
+  REQUIRE(d.missed);
+  CHECK(d.missed->find("not on the new primary") != std::string::npos);
+  CHECK(d.missed->find("asynchronous") != std::string::npos);
+  CHECK(d.next_cursor == "52:53:;db=7.2");
+  // A cursor that never saw a row is cut to nothing seen: every row there comes.
+  const std::string empty = "40:60:;db=7.1";
+  f.newest_found = true;
+  auto d2 = decide_read(empty, parse_cursor(empty), f, 10);
+  CHECK(!d2.missed);
+  auto next = parse_cursor(d2.next_cursor);
+  REQUIRE(next);
+  CHECK(!next->prev.sees(1));
+}
+
+TEST_CASE("the newest row is carried forward and grows") {
+  auto f = facts_at("50:60:");
+  f.newest_stamp = 55;
+  f.newest_id = 3;
+  f.rows = 1;
+  f.last_stamp = 55;
+  f.last_id = 3;
+  auto d = decide_read("40:45:;n=42:2;db=7.1", parse_cursor("40:45:;n=42:2;db=7.1"), f, 10);
+  CHECK(d.next_cursor == "50:60:;n=55:3;db=7.1");
+  // A page of a backlog does not say: the cursor keeps what it had.
+  auto page = facts_at("50:60:");
+  page.rows = 1;
+  page.last_stamp = 46;
+  page.last_id = 5;
+  auto d2 = decide_read("40:45:;n=42:2;db=7.1", parse_cursor("40:45:;n=42:2;db=7.1"), page, 1);
+  CHECK(d2.next_cursor.find(";n=42:2;") != std::string::npos);
 }
 
 TEST_CASE("a cursor ahead of the server: Missed, start from now") {

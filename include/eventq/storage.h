@@ -37,6 +37,9 @@ struct read_result {
   /// or it lies ahead of the database): the reason, for a Missed notification. The rows
   /// returned then start from a well-defined point that the reason names.
   std::optional<std::string> missed;
+  /// Set when the read found something an operator should know that lost no event (the
+  /// database failed over and the cursor continues on the new primary): logged as a warning.
+  std::optional<std::string> notice;
   /// Rows after the cursor, up to next_cursor, that a type_filter left out and that are
   /// addressed to its `reader` (see type_filter), where the backend counts them (SQLite does;
   /// PostgreSQL and the unfiltered read() leave 0). The queue counts them as rows of a type

@@ -120,6 +120,15 @@ std::optional<parsed_cursor> parse_cursor(std::string_view s) {
       auto snap = parse_snapshot(field.substr(2));
       if (!snap) return std::nullopt;
       c->checked = std::move(*snap);
+    } else if (field.rfind("n=", 0) == 0 && c->newest_stamp == 0) {
+      std::string_view n = field.substr(2);
+      auto colon = n.find(':');
+      if (colon == std::string_view::npos) return std::nullopt;
+      auto stamp = parse_u64(n.substr(0, colon));
+      auto id = detail::parse_int64(n.substr(colon + 1));
+      if (!stamp || *stamp == 0 || !id) return std::nullopt;
+      c->newest_stamp = *stamp;
+      c->newest_id = *id;
     } else if (field.rfind("db=", 0) == 0 && c->incarnation.empty() &&
                valid_incarnation(field.substr(3))) {
       c->incarnation = std::string(field.substr(3));
@@ -137,6 +146,9 @@ std::string format_cursor(const parsed_cursor& c) {
          std::to_string(c.last_id);
   }
   if (c.checked) s += ";c=" + c.checked->text();
+  if (c.newest_stamp) {
+    s += ";n=" + std::to_string(c.newest_stamp) + ':' + std::to_string(c.newest_id);
+  }
   if (!c.incarnation.empty()) s += ";db=" + c.incarnation;
   return s;
 }
@@ -256,7 +268,44 @@ std::optional<std::string> deletions_missed(const parsed_cursor& c, const page_f
   return std::nullopt;
 }
 
+// `s` with every transaction from `bound` on taken as not yet seen.
+snapshot cut_at(const snapshot& s, std::uint64_t bound) {
+  snapshot out;
+  out.xmax = std::max<std::uint64_t>(1, std::min(s.xmax, bound));
+  out.xmin = std::min(s.xmin, out.xmax);
+  for (auto x : s.xip) {
+    if (x >= out.xmin && x < out.xmax) out.xip.push_back(x);
+  }
+  return out;
+}
+
+// The cursor after a failover: its snapshot cut above its newest row (every id up to that row's
+// was used on the old timeline; later ones may be reused). Paging restarts from prev: the rows
+// of the backlog already delivered come again. The deletions are read again from there.
+parsed_cursor after_failover(const parsed_cursor& c, std::string_view incarnation) {
+  parsed_cursor out;
+  out.prev = cut_at(c.prev, c.newest_stamp + 1);
+  out.newest_stamp = c.newest_stamp;
+  out.newest_id = c.newest_id;
+  out.incarnation = std::string(incarnation);
+  return out;
+}
+
+std::pair<std::string_view, std::optional<std::uint64_t>> split_incarnation(std::string_view s) {
+  auto dot = s.rfind('.');
+  if (dot == std::string_view::npos) return {s, std::nullopt};
+  return {s.substr(0, dot), parse_u64(s.substr(dot + 1))};
+}
+
 }  // namespace
+
+bool failed_over(std::string_view before, std::string_view now) {
+  if (before.empty() || now.empty()) return false;
+  auto [cluster_before, timeline_before] = split_incarnation(before);
+  auto [cluster_now, timeline_now] = split_incarnation(now);
+  return cluster_before == cluster_now && timeline_before && timeline_now &&
+         *timeline_now > *timeline_before;
+}
 
 read_decision decide_read(std::string_view cursor, const std::optional<parsed_cursor>& cur,
                           const page_facts& f, std::size_t limit) {
@@ -264,12 +313,32 @@ read_decision decide_read(std::string_view cursor, const std::optional<parsed_cu
   auto restart = [&](const std::string& why) {
     d.deliver = false;
     d.missed = why + "; continuing from the current snapshot " + f.now.text();
-    d.next_cursor = head_cursor_text(f.now, f.incarnation);
+    d.next_cursor = head_cursor_text(f.now, f.incarnation, f.newest_stamp, f.newest_id);
     return d;
   };
   if (!cur) {
     return restart("stored cursor " + quoted_prefix(cursor) +
                    " is not a snapshot this library wrote (Properties edited?)");
+  }
+  if (failed_over(cur->incarnation, f.incarnation) && f.newest_found) {
+    const std::string newest = cur->newest_stamp ? "the newest event it had seen (raised by "
+                                                   "transaction " +
+                                                       std::to_string(cur->newest_stamp) + ", Id " +
+                                                       std::to_string(cur->newest_id) + ")"
+                                                 : "no event seen";
+    if (!*f.newest_found) {
+      return restart("the database failed over (incarnation " + cur->incarnation + ", now " +
+                     f.incarnation + ") and " + newest +
+                     " is not on the new primary: replication was asynchronous, or the standby "
+                     "was behind, and events raised just before the failover are lost");
+    }
+    d.deliver = false;
+    d.more = true;  // read again at once, from the cut cursor
+    d.notice = "the database failed over (incarnation " + cur->incarnation + ", now " +
+               f.incarnation + "); " + newest +
+               " is on the new primary: continuing from the cursor, events after it again";
+    d.next_cursor = format_cursor(after_failover(*cur, f.incarnation));
+    return d;
   }
   if (!cur->incarnation.empty() && !f.incarnation.empty() && cur->incarnation != f.incarnation) {
     return restart("stored cursor " + quoted_prefix(cursor) +
@@ -291,6 +360,15 @@ read_decision decide_read(std::string_view cursor, const std::optional<parsed_cu
   const snapshot& t = cur->target ? *cur->target : f.now;
   parsed_cursor next;
   next.incarnation = f.incarnation.empty() ? cur->incarnation : f.incarnation;
+  // The newest row visible in the snapshot the next position comes from: now's, unless this
+  // statement did not say (a page of a backlog: the target's, recorded when paging began).
+  next.newest_stamp = cur->newest_stamp;
+  next.newest_id = cur->newest_id;
+  if (f.newest_stamp > cur->newest_stamp ||
+      (f.newest_stamp == cur->newest_stamp && f.newest_id > cur->newest_id)) {
+    next.newest_stamp = f.newest_stamp;
+    next.newest_id = f.newest_id;
+  }
   if (f.rows >= limit && f.rows > 0) {
     d.more = true;
     next.prev = cur->prev;
@@ -324,9 +402,12 @@ std::string oldest_cursor_text(const snapshot& now, std::optional<std::uint64_t>
   return format_cursor(c);
 }
 
-std::string head_cursor_text(const snapshot& now, std::string_view incarnation) {
+std::string head_cursor_text(const snapshot& now, std::string_view incarnation,
+                             std::uint64_t newest_stamp, std::int64_t newest_id) {
   parsed_cursor c;
   c.prev = now;
+  c.newest_stamp = newest_stamp;
+  c.newest_id = newest_id;
   c.incarnation = std::string(incarnation);
   return format_cursor(c);
 }

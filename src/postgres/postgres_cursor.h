@@ -28,17 +28,22 @@ std::optional<std::uint64_t> parse_u64(std::string_view s);
 /// Accepts exactly what pg_snapshot's input accepts (and this library writes).
 std::optional<snapshot> parse_snapshot(std::string_view s);
 
-/// A stored cursor: "<position>[;c=<snapshot>][;db=<incarnation>]" where <position> is a
-/// snapshot, or "prev|target|stamp:id" while a backlog larger than one page is drained against a
-/// fixed target snapshot (stamp:id: the last row delivered). `c` is the snapshot in which the
-/// deletion record was last read (absent: the target when paging, else prev); `db` names the
-/// database incarnation the cursor belongs to (absent in cursors of eventq before schema 4).
+/// A stored cursor: "<position>[;c=<snapshot>][;n=<stamp>:<id>][;db=<incarnation>]" where
+/// <position> is a snapshot, or "prev|target|stamp:id" while a backlog larger than one page is
+/// drained against a fixed target snapshot (stamp:id: the last row delivered). `c` is the
+/// snapshot in which the deletion record was last read (absent: the target when paging, else
+/// prev); `n` the newest row (Stamp, Id) visible in the snapshot the position was taken from,
+/// what a failover checks (see decide_read(); absent while no row was ever visible to it, and in
+/// cursors of eventq before it was recorded); `db` names the database incarnation the cursor
+/// belongs to, "<system identifier>.<timeline>" (absent in cursors of eventq before schema 4).
 struct parsed_cursor {
   snapshot prev;
   std::optional<snapshot> target;  // set while draining a backlog
   std::uint64_t last_stamp = 0;
   std::int64_t last_id = 0;
   std::optional<snapshot> checked;
+  std::uint64_t newest_stamp = 0;  // 0: none
+  std::int64_t newest_id = 0;
   std::string incarnation;
 
   /// The snapshot in which the deletion record was last read.
@@ -87,6 +92,12 @@ read_plan plan_read(const parsed_cursor& c);
 struct page_facts {
   snapshot now;             ///< the statement's snapshot
   std::string incarnation;  ///< of the database now ("" unknown: not checked)
+  /// The newest row visible in `now` (0: none, or not read by this statement).
+  std::uint64_t newest_stamp = 0;
+  std::int64_t newest_id = 0;
+  /// After a failover (failed_over()): whether the cursor's newest row is on this server, or
+  /// its transaction is known there as committed (its row pruned since). Unset: not checked.
+  std::optional<bool> newest_found;
   /// Entries of EventQueueDeleted visible in `now` but not in the plan's `checked` snapshot.
   std::vector<deletion_record> deletions;
   std::size_t rows = 0;          ///< rows in the page (all of them, refused ones included)
@@ -98,12 +109,27 @@ struct page_facts {
 struct read_decision {
   bool deliver = true;  ///< false: drop the page's rows (the cursor was not honoured)
   std::optional<std::string> missed;
+  std::optional<std::string> notice;  ///< for the log: a failover ridden through
   std::string next_cursor;
   bool more = false;
 };
 
+/// True when incarnation `now` is a later timeline of the cluster `before` belongs to: a standby
+/// of it was promoted (or a backup of it restored to a point in time). False for another
+/// cluster, the same timeline, or a "" (unknown) side.
+bool failed_over(std::string_view before, std::string_view now);
+
 /// The cursor decision of one read: Missed or not, and the next cursor. `cur` is
 /// parse_cursor(cursor) (nullopt: garbage, Missed, continue from now).
+///
+/// After a failover (failed_over(cur's incarnation, facts'), facts.newest_found set) the
+/// cursor's snapshot cannot be trusted above its newest row: transaction ids the old primary
+/// handed out whose WAL never reached the standby (aborted ones, and asynchronous commits such
+/// as cursor stores) are handed out again by the new primary, and rows of such a reused id would
+/// look already processed. A raise's commit returns only once a synchronous standby has it, so
+/// the newest row is there and every id up to it is past: the cursor continues with its snapshot
+/// cut at that row (no Missed; rows above it it had read are delivered again). When the newest
+/// row is not there (asynchronous replication lost it), Missed, continue from now.
 read_decision decide_read(std::string_view cursor, const std::optional<parsed_cursor>& cur,
                           const page_facts& facts, std::size_t limit);
 
@@ -114,7 +140,9 @@ read_decision decide_read(std::string_view cursor, const std::optional<parsed_cu
 std::string oldest_cursor_text(const snapshot& now, std::optional<std::uint64_t> min_stamp,
                                std::string_view incarnation);
 
-/// The cursor of a new instance that starts now.
-std::string head_cursor_text(const snapshot& now, std::string_view incarnation);
+/// The cursor of a new instance that starts now; `newest` the newest row visible in `now`
+/// (page_facts::newest_stamp/_id; 0: none).
+std::string head_cursor_text(const snapshot& now, std::string_view incarnation,
+                             std::uint64_t newest_stamp = 0, std::int64_t newest_id = 0);
 
 }  // namespace eventq::postgres

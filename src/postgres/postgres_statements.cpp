@@ -185,16 +185,25 @@ std::vector<statement> statements_for(const std::string& schema) {
       "FROM EventQueueDeleted d WHERE d.Deleter >= pg_snapshot_xmin($6::pg_snapshot) "
       "AND NOT pg_visible_in_snapshot(d.Deleter, $6::pg_snapshot))";
   // The database incarnation: a restore into another cluster changes the system identifier, a
-  // promoted replica the timeline.
+  // promoted replica the timeline. The timeline is the one WAL is written on now (the first 8
+  // hex digits of the WAL file name): the last checkpoint's names the old one until the
+  // checkpoint that follows a promotion has finished.
   const std::string incarnation =
       "(SELECT system_identifier::text FROM pg_control_system()) || '.' || "
-      "(SELECT timeline_id::text FROM pg_control_checkpoint())";
+      "(CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
+      "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint "
+      "END)::text";
+  // The newest row visible to the statement, "Stamp:Id" (see parsed_cursor::newest_stamp): one
+  // step down EventQueue_Stamp.
+  const std::string newest =
+      "(SELECT Stamp::text || ':' || Id::text FROM EventQueue "
+      "ORDER BY Stamp DESC, Id DESC LIMIT 1)";
   // While paging through a backlog ($2: the target snapshot): the page alone, in eventq_read's
   // columns. No LATERAL join and no second sort of a full page.
   for (bool filtered : {false, true}) {
     add(filtered ? "eventq_page_types" : "eventq_page",
         "SELECT (SELECT pg_current_snapshot()::text), " + deletions + ", " + incarnation + ", " +
-            page_out + " " + page_of("$2::pg_snapshot", filtered));
+            page_out + ", NULL::text " + page_of("$2::pg_snapshot", filtered));
   }
   // A poll is this one statement (one snapshot, no BEGIN/COMMIT): the statement's own snapshot,
   // the deletions and the incarnation, then the page. $2 is the target snapshot when paging
@@ -204,17 +213,24 @@ std::vector<statement> statements_for(const std::string& schema) {
   for (bool filtered : {false, true}) {
     add(filtered ? "eventq_read_types" : "eventq_read",
         "WITH head AS MATERIALIZED (SELECT pg_current_snapshot() AS now, " + deletions +
-            " AS deleted, " + incarnation +
-            " AS incarnation) "
+            " AS deleted, " + incarnation + " AS incarnation, " + newest +
+            " AS newest) "
             "SELECT head.now::text, head.deleted, head.incarnation, e.Id, e.EventType, "
             "e.InstanceData, e.InstanceName, e.RaiseLocally, e.RaiseGlobally, e.CreatedUs, "
-            "e.StampText, e.KeyId, e.Signature FROM head LEFT JOIN LATERAL (SELECT " +
+            "e.StampText, e.KeyId, e.Signature, head.newest FROM head LEFT JOIN LATERAL (SELECT " +
             page_out + ", u.StampOrder " +
             page_of("coalesce(NULLIF($2, '')::pg_snapshot, head.now)", filtered) +
             ") e ON true ORDER BY e.StampOrder, e.Id");
   }
-  add("eventq_head",
-      "SELECT pg_current_snapshot()::text, " + incarnation + ", min(Stamp)::text FROM EventQueue");
+  add("eventq_head", "SELECT pg_current_snapshot()::text, " + incarnation + ", min(Stamp)::text, " +
+                         newest + " FROM EventQueue");
+  // After a failover: whether the cursor's newest row ($1 Stamp, $2 Id) made it to this server.
+  // Pruned since, its transaction is still known as committed here (or is older than the
+  // commit log kept: long past). An id from the server's next on has not been used here.
+  add("eventq_newest_found",
+      "SELECT EXISTS (SELECT 1 FROM EventQueue WHERE Stamp = $1::xid8 AND Id = $2::bigint) OR "
+      "coalesce(CASE WHEN $1::xid8 < pg_snapshot_xmax(pg_current_snapshot()) THEN "
+      "coalesce(pg_xact_status($1::xid8), 'committed') = 'committed' END, false)");
   add("eventq_get", "SELECT Value FROM Properties WHERE Key = $1");
   add("eventq_insert_property",
       "INSERT INTO Properties (Key, Value) VALUES ($1, $2) ON CONFLICT (Key) DO NOTHING");

@@ -213,13 +213,126 @@ std::vector<std::int64_t> postgres_storage::append(std::span<const event_record>
 
 // ---- cursors and reads -----------------------------------------------------------------------
 
+namespace {
+
+// A text[] literal of `items`: {"a","b\"c"}.
+std::string text_array_of(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& v : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char ch : v) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + '}';
+}
+
+// "Stamp:Id" (the statements' newest row) into `f`; NULL or garbled leaves 0.
+void take_newest(const pqxx::field& field, page_facts& f) {
+  if (field.is_null()) return;
+  std::string_view v = field.c_str();
+  auto colon = v.find(':');
+  auto stamp = parse_u64(v.substr(0, colon));
+  auto id =
+      colon == std::string_view::npos ? std::nullopt : detail::parse_int64(v.substr(colon + 1));
+  if (!stamp || !id) return;
+  f.newest_stamp = *stamp;
+  f.newest_id = *id;
+}
+
+// What the head of read_rows()'s answer says.
+page_facts facts_of(const pqxx::result& rows, bool head_alone) {
+  if (rows.empty()) throw error(errc::database_error, "eventq_read returned no row");
+  const auto head = rows[0];
+  page_facts facts;
+  auto now = parse_snapshot(head[0].c_str());
+  if (!now)
+    throw error(errc::database_error, "unexpected snapshot '" + head[0].as<std::string>() + "'");
+  facts.now = std::move(*now);
+  if (head_alone) {  // eventq_head
+    if (!head[1].is_null()) facts.incarnation = head[1].as<std::string>();
+    take_newest(head[3], facts);
+    return facts;
+  }
+  if (!head[1].is_null()) {
+    auto deletions = parse_deletions(head[1].c_str());
+    if (!deletions) {
+      throw error(errc::database_error, "unexpected EventQueueDeleted summary '" +
+                                            head[1].as<std::string>().substr(0, 80) + "'");
+    }
+    facts.deletions = std::move(*deletions);
+  }
+  if (!head[2].is_null()) facts.incarnation = head[2].as<std::string>();
+  take_newest(head[13], facts);
+  // No new rows: the one row has NULL event columns.
+  facts.rows = head[3].is_null() ? 0 : rows.size();
+  if (facts.rows > 0) {
+    const auto last = rows[static_cast<pqxx::result::size_type>(facts.rows - 1)];
+    facts.last_stamp = parse_u64(last[10].c_str()).value_or(0);
+    facts.last_id = last[3].as<std::int64_t>();
+  }
+  return facts;
+}
+
+}  // namespace
+
+// The filter's arguments of the *_types statements: the names ($9), the prefixes ($10) and
+// where each prefix's range ends ($11). A prefix without such an end reads everything.
+struct filter_arguments {
+  bool filtered = false;
+  std::string names, prefixes, prefix_ends;
+
+  explicit filter_arguments(const type_filter& filter) {
+    std::vector<std::string> ends;
+    for (const auto& p : filter.prefixes) ends.push_back(detail::prefix_end(p));
+    filtered =
+        !filter.all() && std::none_of(ends.begin(), ends.end(), [](auto& e) { return e.empty(); });
+    names = text_array_of(filter.names);
+    prefixes = text_array_of(filter.prefixes);
+    prefix_ends = text_array_of(ends);
+  }
+};
+
+// The statement of one poll: the head alone for a cursor this library did not write, else the
+// page after the cursor (with the head). Paging, the page alone: rows are expected. Should it be
+// empty after all (or not paging), eventq_read, which always returns the head. All unnamed, so
+// planned for their own bounds each time: a cached generic plan can scan the whole Stamp range
+// for every page of a backlog.
+pqxx::result postgres_storage::read_rows(pqxx::transaction_base& tx, connection_pool::lease& c,
+                                         const std::optional<parsed_cursor>& cur, std::size_t limit,
+                                         const filter_arguments& f) {
+  if (!cur) return run(tx, c, "eventq_head", true);
+  auto plan = plan_read(*cur);
+  auto page = [&](const char* statement) {
+    if (f.filtered) {
+      return run(tx, c, std::string(statement) + "_types", false, plan.prev, plan.target,
+                 std::to_string(plan.from_stamp), static_cast<long long>(plan.from_id),
+                 static_cast<long long>(limit), plan.checked, std::to_string(plan.range_from_stamp),
+                 static_cast<long long>(plan.range_from_id), f.names, f.prefixes, f.prefix_ends);
+    }
+    return run(tx, c, statement, false, plan.prev, plan.target, std::to_string(plan.from_stamp),
+               static_cast<long long>(plan.from_id), static_cast<long long>(limit), plan.checked,
+               std::to_string(plan.range_from_stamp), static_cast<long long>(plan.range_from_id));
+  };
+  pqxx::result rows;
+  if (plan.paging) rows = page("eventq_page");
+  if (rows.empty()) rows = page("eventq_read");
+  return rows;
+}
+
 std::string postgres_storage::head_cursor() {
   return on_reader("reading the current snapshot", [this](connection_pool::lease& c) {
     pqxx::nontransaction tx(c.conn());
     auto row = run(tx, c, "eventq_head", true).at(0);
     auto now = parse_snapshot(row[0].c_str());
     if (!now) throw error(errc::database_error, "unexpected snapshot " + row[0].as<std::string>());
-    return head_cursor_text(*now, row[1].is_null() ? "" : row[1].c_str());
+    page_facts f;
+    take_newest(row[3], f);
+    return head_cursor_text(*now, row[1].is_null() ? "" : row[1].c_str(), f.newest_stamp,
+                            f.newest_id);
   });
 }
 
@@ -285,36 +398,10 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit) {
   return read(cursor, limit, type_filter{});
 }
 
-namespace {
-
-// A text[] literal of `items`: {"a","b\"c"}.
-std::string text_array_of(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (const auto& v : items) {
-    if (out.size() > 1) out += ',';
-    out += '"';
-    for (char ch : v) {
-      if (ch == '"' || ch == '\\') out += '\\';
-      out += ch;
-    }
-    out += '"';
-  }
-  return out + '}';
-}
-
-}  // namespace
-
 // The cursor decisions are pure functions (postgres_cursor.h); this runs their statements.
 read_result postgres_storage::read(std::string_view cursor, std::size_t limit,
                                    const type_filter& filter) {
-  // Filtered: the *_types statements, with the names ($9), the prefixes ($10) and where each
-  // prefix's range ends ($11). A prefix without such an end reads everything.
-  std::vector<std::string> ends;
-  for (const auto& p : filter.prefixes) ends.push_back(detail::prefix_end(p));
-  const bool filtered =
-      !filter.all() && std::none_of(ends.begin(), ends.end(), [](auto& e) { return e.empty(); });
-  const std::string names = text_array_of(filter.names), prefixes = text_array_of(filter.prefixes),
-                    prefix_ends = text_array_of(ends);
+  const filter_arguments args(filter);
   return on_reader("reading events", [&](connection_pool::lease& c) {
     read_result out;
     // Through a transaction pooler no session setting holds: the page's plan setting (see
@@ -331,63 +418,18 @@ read_result postgres_storage::read(std::string_view cursor, std::size_t limit,
       tx = &no_tx.emplace(c.conn());
     }
     auto cur = parse_cursor(cursor);
-    pqxx::result rows;
-    if (!cur) {
-      rows = run(*tx, c, "eventq_head", true);
-    } else {
-      auto plan = plan_read(*cur);
-      // Paging, the page alone: rows are expected. Should it be empty after all (or not
-      // paging), eventq_read, which always returns the head. All unnamed, so planned for their
-      // own bounds each time: a cached generic plan can scan the whole Stamp range for every
-      // page of a backlog.
-      auto page = [&](const char* statement) {
-        if (filtered) {
-          return run(*tx, c, std::string(statement) + "_types", false, plan.prev, plan.target,
-                     std::to_string(plan.from_stamp), static_cast<long long>(plan.from_id),
-                     static_cast<long long>(limit), plan.checked,
-                     std::to_string(plan.range_from_stamp),
-                     static_cast<long long>(plan.range_from_id), names, prefixes, prefix_ends);
-        }
-        return run(
-            *tx, c, statement, false, plan.prev, plan.target, std::to_string(plan.from_stamp),
-            static_cast<long long>(plan.from_id), static_cast<long long>(limit), plan.checked,
-            std::to_string(plan.range_from_stamp), static_cast<long long>(plan.range_from_id));
-      };
-      if (plan.paging) rows = page("eventq_page");
-      if (rows.empty()) rows = page("eventq_read");
-    }
-    if (rows.empty()) throw error(errc::database_error, "eventq_read returned no row");
-    const auto head = rows[0];
-    page_facts facts;
-    auto now = parse_snapshot(head[0].c_str());
-    if (!now)
-      throw error(errc::database_error, "unexpected snapshot '" + head[0].as<std::string>() + "'");
-    facts.now = std::move(*now);
-    if (!cur) {
-      if (!head[1].is_null()) facts.incarnation = head[1].as<std::string>();
-      auto d = decide_read(cursor, cur, facts, limit);
-      out.missed = d.missed;
-      out.next_cursor = d.next_cursor;
-      return out;
-    }
-    if (!head[1].is_null()) {
-      auto deletions = parse_deletions(head[1].c_str());
-      if (!deletions) {
-        throw error(errc::database_error, "unexpected EventQueueDeleted summary '" +
-                                              head[1].as<std::string>().substr(0, 80) + "'");
-      }
-      facts.deletions = std::move(*deletions);
-    }
-    if (!head[2].is_null()) facts.incarnation = head[2].as<std::string>();
-    // No new rows: the one row has NULL event columns.
-    facts.rows = head[3].is_null() ? 0 : rows.size();
-    if (facts.rows > 0) {
-      const auto last = rows[static_cast<pqxx::result::size_type>(facts.rows - 1)];
-      facts.last_stamp = parse_u64(last[10].c_str()).value_or(0);
-      facts.last_id = last[3].as<std::int64_t>();
+    auto rows = read_rows(*tx, c, cur, limit, args);
+    auto facts = facts_of(rows, !cur);
+    if (cur && failed_over(cur->incarnation, facts.incarnation)) {
+      facts.newest_found = cur->newest_stamp == 0 || run(*tx, c, "eventq_newest_found", true,
+                                                         std::to_string(cur->newest_stamp),
+                                                         static_cast<long long>(cur->newest_id))
+                                                         .at(0)[0]
+                                                         .as<bool>();
     }
     auto d = decide_read(cursor, cur, facts, limit);
     out.missed = std::move(d.missed);
+    out.notice = std::move(d.notice);
     out.next_cursor = std::move(d.next_cursor);
     out.more = d.more;
     if (!d.deliver) return out;

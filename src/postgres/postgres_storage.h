@@ -19,6 +19,7 @@
 #include "eventq/options.h"
 #include "eventq/storage.h"
 #include "postgres/postgres_config.h"
+#include "postgres/postgres_cursor.h"
 #include "postgres/postgres_pool.h"
 
 namespace eventq::postgres {
@@ -37,6 +38,8 @@ bool is_unavailable(const pqxx::sql_error& e);
 /// operations (registry, leases, cleanup; the admin mutex; see postgres_operations.cpp) and the
 /// NOTIFYs after raises commit (the notifier thread). A connection that broke is dropped and
 /// another opened for the next call.
+struct filter_arguments;  // a type_filter as the *_types statements take it
+
 class postgres_storage final : public storage {
  public:
   /// Connects, creates the schema if missing and applies pending migrations. Throws eventq::error.
@@ -116,6 +119,10 @@ class postgres_storage final : public storage {
   template <class... A>
   pqxx::result run(pqxx::transaction_base& tx, connection_pool::lease& c, const std::string& name,
                    bool prepared, A&&... args);
+  // The statement of one poll after `cur` (postgres_storage.cpp).
+  pqxx::result read_rows(pqxx::transaction_base& tx, connection_pool::lease& c,
+                         const std::optional<parsed_cursor>& cur, std::size_t limit,
+                         const filter_arguments& filter);
   void notifier_loop();
   void changed();  // wakes wait_for_change()
   void log(log_level level, const std::string& message) const;
