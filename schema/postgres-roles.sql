@@ -124,9 +124,16 @@ CREATE POLICY eventq_read ON Properties FOR SELECT
 
 DROP POLICY IF EXISTS eventq_cursor_insert ON Properties;
 DROP POLICY IF EXISTS eventq_cursor_update ON Properties;
--- Cleanup removes the cursors of instances dead longer than the hard maximum age.
-GRANT DELETE ON Properties TO eventq_cleanup;
+-- Cleanup replaces the cursor of an instance dead longer than the hard maximum age by a marker
+-- 'removed;at=<UTC time>' (the instance, if it comes back, reports Missed), and deletes markers
+-- ten hard maximum ages old. It can write no other value, and no other key.
+GRANT DELETE, UPDATE (Value) ON Properties TO eventq_cleanup;
 DROP POLICY IF EXISTS eventq_cursor_delete ON Properties;
 CREATE POLICY eventq_cursor_delete ON Properties FOR DELETE
   TO eventq_cleanup
   USING (Key LIKE 'EQStamp\_%');
+DROP POLICY IF EXISTS eventq_cursor_remove ON Properties;
+CREATE POLICY eventq_cursor_remove ON Properties FOR UPDATE
+  TO eventq_cleanup
+  USING (Key LIKE 'EQStamp\_%')
+  WITH CHECK (Key LIKE 'EQStamp\_%' AND Value LIKE 'removed;at=%');

@@ -67,7 +67,10 @@ CREATE INDEX EventQueue_Type ON EventQueue (EventType COLLATE "C", Stamp, Id);
 -- Key/value settings.
 --   EQStamp_<instance>: that instance's cursor, a snapshot 'xmin:xmax:in-progress,...' (every
 --     event whose Stamp is visible in it was processed). While it drains a backlog page by page
---     it reads 'snapshot|target snapshot|stamp:id' (the last event processed).
+--     it reads 'snapshot|target snapshot|stamp:id' (the last event processed). Cleanup
+--     replaces the cursor of an instance dead longer than its hard maximum age by
+--     'removed;at=<UTC time>': the instance, if it comes back, reports Missed and reads on
+--     from the oldest retained event.
 --   EQSecret: the signing secret when the application gives none (options::secret,
 --     EVENTQ_SECRET): created by the first instance. Whoever can read it can forge events;
 --     keep it outside the database where writers are not all trusted (docs/security.md).

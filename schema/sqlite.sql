@@ -57,6 +57,9 @@ END;
 -- Key/value settings. Each instance's cursor is the row 'EQStamp_<instance name>', its value
 -- the Id of the last event it processed (Sitecore's layout), followed since version 7 by
 -- ';db=' and the file's incarnation ('42;db=9f0c...'; a plain Id, from before, is still read).
+-- Cleanup replaces the cursor of an instance dead longer than its hard maximum age by
+-- 'removed;at=<UTC time>': the instance, if it comes back, reports Missed and reads on from the
+-- oldest retained event.
 -- 'EQIncarnation' is that incarnation: 32 random hex digits, created once with the schema
 -- (version 7). A copy of the file carries it, another database has another one: a cursor
 -- whose incarnation is not the file's (the file was replaced, or restored from another

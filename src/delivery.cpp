@@ -82,7 +82,7 @@ delivery::delivery(storage& store, const options& opts, const keyring& keys, dis
       m_regains_seen(fence.regains()) {
   auto stored = m_store.load_cursor(m_opts.instance_name);
   if (stored) {
-    m_cursor = *stored;
+    m_cursor = resume_from(std::move(*stored));
   } else {
     m_cursor =
         m_opts.start == start_position::now ? m_store.head_cursor() : m_store.oldest_cursor();
@@ -116,6 +116,12 @@ std::size_t delivery::poll(const std::function<bool()>& keep_going) {
   polling_mark mark(this);
   auto t0 = std::chrono::steady_clock::now();
   ++m_counters.polls;
+  if (m_removed) {
+    dispatcher::scope scope(m_disp);
+    tell_missed(m_removed->reason, m_removed->old_cursor);
+    m_removed.reset();
+    write_cursor(m_cursor);  // replaces the marker: nothing after m_cursor is finished yet
+  }
   if (!m_backlog_checked) {
     if (m_opts.max_backlog > 0) check_backlog();
     m_backlog_checked = true;
@@ -174,11 +180,7 @@ std::size_t delivery::poll_pages(const std::function<bool()>& keep_going) {
     {
       dispatcher::scope scope(m_disp);
       if (page.notice) log(log_level::warning, *page.notice);
-      if (page.missed) {
-        ++m_counters.missed;
-        log(log_level::warning, "missed events: " + *page.missed);
-        m_counters.handler_errors += m_disp.dispatch_missed(missed_info{*page.missed, m_cursor});
-      }
+      if (page.missed) tell_missed(*page.missed, m_cursor);
       count += deliver(page.events, base, keep_going, whole_page);
     }
     // A page left half-way (stop() between two rows, or while a session's buffer was full)
@@ -207,7 +209,7 @@ bool delivery::holds_name() {
   m_regains_seen = regains;
   m_refusal_told = false;
   if (auto stored = m_store.load_cursor(m_opts.instance_name)) {
-    m_cursor = *stored;
+    m_cursor = resume_from(std::move(*stored));
     m_consumers.page_read(m_consumers.reserve(0), m_cursor);
     m_stored = m_cursor;
     std::lock_guard c(m_cursor_copy_mutex);

@@ -93,6 +93,13 @@ class delivery {
   bool write_cursor(const std::string& cursor);  // false: refused (the name is another's), reported
   bool holds_name();                             // REQUIRES: m_poll_mutex held
   void check_backlog();
+  /// The cursor to read from, given the one stored: a cursor that cleanup removed (see
+  /// k_removed_cursor) becomes the oldest retained event, stored, and a Missed for the first
+  /// poll to report.
+  std::string resume_from(std::string stored);
+  /// Counts, logs (with `who` asked for it, if given) and hands to the Missed handlers that
+  /// events after `old` were missed. REQUIRES: a dispatcher::scope open on this thread.
+  void tell_missed(const std::string& reason, const std::string& old, const std::string& who = {});
   void refuse_reentry(const char* call) const;
   void carry_out(const control_request& r);  // REQUIRES: m_poll_mutex held
   void move_cursor(const std::string& cursor);
@@ -120,6 +127,7 @@ class delivery {
   mutable std::mutex m_cursor_copy_mutex;
   std::string m_cursor_copy;                 // readable without waiting for a poll cycle
   bool m_backlog_checked = false;            // options::max_backlog is looked at by the first poll
+  std::optional<missed_info> m_removed;      // the cursor had been removed: told by the next poll
   std::atomic<bool> m_helper_warned{false};  // a page's helper thread could not be started
   // Rows refused in the current poll cycle (guarded by m_poll_mutex), for its summary line.
   struct refusals {

@@ -26,11 +26,8 @@ void delivery::carry_out(const control_request& r) {
     if (r.action == control_action::resync) {
       auto old = m_cursor;
       move_cursor(m_store.head_cursor());
-      const std::string reason = "resync requested by an operator";
-      ++m_counters.missed;
-      log(log_level::warning, "missed events: " + reason + " (" + r.requested_by + ")");
       dispatcher::scope scope(m_disp);
-      m_counters.handler_errors += m_disp.dispatch_missed(missed_info{reason, old});
+      tell_missed("resync requested by an operator", old, r.requested_by);
       result = "resynced: Missed raised, continuing from the head";
     } else {
       auto since = r.since.value_or(std::chrono::system_clock::time_point{});
@@ -69,9 +66,29 @@ void delivery::check_backlog() {
     std::lock_guard c(m_cursor_copy_mutex);
     m_cursor_copy = head;
   }
-  ++m_counters.missed;
-  log(log_level::warning, "missed events: " + reason);
   dispatcher::scope scope(m_disp);
+  tell_missed(reason, old);
+}
+
+std::string delivery::resume_from(std::string stored) {
+  if (!stored.starts_with(k_removed_cursor)) return stored;
+  // Not stored yet: the marker stays until the first poll has told Missed (a crash before
+  // that tells it again at the next start, rather than never).
+  auto oldest = m_store.oldest_cursor();
+  m_removed = missed_info{
+      "this instance was away for longer than the cleanup's hard maximum age, and cleanup "
+      "removed its cursor (" +
+          stored.substr(k_removed_cursor.size()) +
+          " UTC): the events raised meanwhile that cleanup deleted are lost to it; continuing "
+          "from the oldest retained event",
+      std::move(stored)};
+  return oldest;
+}
+
+void delivery::tell_missed(const std::string& reason, const std::string& old,
+                           const std::string& who) {
+  ++m_counters.missed;
+  log(log_level::warning, "missed events: " + reason + (who.empty() ? "" : " (" + who + ")"));
   m_counters.handler_errors += m_disp.dispatch_missed(missed_info{reason, old});
 }
 

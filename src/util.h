@@ -28,6 +28,12 @@ std::string prefix_end(std::string_view prefix);
 /// The Properties key of an instance's cursor: "EQStamp_<instance>".
 std::string cursor_key(std::string_view instance);
 
+/// How the value of a cursor that cleanup removed starts: cleanup replaces the cursor of an
+/// instance dead for longer than the hard maximum age by "removed;at=<UTC time>", so that the
+/// instance, if it comes back, knows it missed events (it reports Missed and reads from the
+/// oldest retained event) instead of starting over as a new instance would.
+inline constexpr std::string_view k_removed_cursor = "removed;at=";
+
 /// The message of errc::instance_name_in_use: who holds the name, how long until its lease
 /// expires (`expires_in_s`, by the database's clock) and what to do.
 std::string name_in_use_message(std::string_view name, std::string_view host, std::int64_t pid,

@@ -356,8 +356,54 @@ TEST_CASE("cleanup removes instances dead for longer than the hard maximum age")
   CHECK(find_instance(a.backend(), "gone").has_value());
   a.cleanup();
   CHECK_FALSE(find_instance(a.backend(), "gone").has_value());
-  CHECK_FALSE(a.backend().load_cursor("gone").has_value());
   CHECK(find_instance(a.backend(), "a").has_value());
+}
+
+TEST_CASE("an instance whose cursor cleanup removed comes back with Missed, then reads on") {
+  INFO("backend " << k_backend);
+  database db;
+  { queue gone(db.url, test_options("gone")); }  // its cursor: before everything below
+  queue a(db.url, test_options("a"));
+  db.insert_old(5, "ancient", "x", 8 * 24);  // past the hard maximum age: deleted, unread by gone
+  for (int i = 0; i < 3; ++i) a.raise_raw("young", {{"i", i}}, raise_mode::globally);
+  db.exec(
+      "UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01 00:00:00.000', "
+      "Heartbeat = '2000-01-01 00:00:00.000' WHERE Name = 'gone'");
+  a.cleanup();
+  REQUIRE_FALSE(find_instance(a.backend(), "gone").has_value());
+  auto marker = a.backend().load_cursor("gone");
+  REQUIRE(marker.has_value());
+  CHECK(marker->starts_with("removed;at="));
+  CHECK(db.count("EventType = 'ancient'") == 0);
+
+  std::vector<std::string> missed;
+  int young = 0;
+  {
+    queue back(db.url, test_options("gone"));
+    auto m = back.on_missed([&](const missed_info& info) {
+      missed.push_back(info.reason);
+      CHECK(info.old_cursor == *marker);
+    });
+    auto s = back.subscribe_all(
+        [&](const event_record& r, const nlohmann::json&) { young += r.type == "young"; });
+    back.poll_once();
+    back.poll_once();
+  }
+  REQUIRE(missed.size() == 1);
+  CHECK(missed[0].find("cleanup removed its cursor") != std::string::npos);
+  CHECK(young == 3);  // what cleanup kept is delivered
+  auto cursor = a.backend().load_cursor("gone");
+  REQUIRE(cursor.has_value());
+  CHECK_FALSE(cursor->starts_with("removed;at="));
+
+  // Told once: the next start reads on from the stored cursor, without Missed.
+  a.raise_raw("young", {{"i", 3}}, raise_mode::globally);
+  queue again(db.url, test_options("gone"));
+  auto m = again.on_missed([&](const missed_info& info) { missed.push_back(info.reason); });
+  auto s = again.subscribe_all([&](const event_record&, const nlohmann::json&) { ++young; });
+  again.poll_once();
+  CHECK(missed.size() == 1);
+  CHECK(young == 4);
 }
 
 TEST_CASE("status: events per minute, refused rows, Prometheus text with a TYPE for every sample") {

@@ -236,7 +236,7 @@ TEST_CASE("cleanup measures its cutoffs by the server's clock") {
   CHECK(pg::text(schema, "SELECT count(*) FROM EventQueue") == "1");
   // Dead instances too: by the server's clock "gone" stopped 6 days ago (kept: the hard maximum
   // age is 7 days; by the host's clock its lease ended before the cutoff), "long_gone" 8 days
-  // ago (removed, with its cursor).
+  // ago (removed; its cursor marked removed, for Missed if it comes back).
   for (const char* name : {"gone", "long_gone"}) queue(url, test_options(name));
   pg::exec(schema,
            "UPDATE EventQueueInstances SET LeaseUntil = now() - interval '6 days' "
@@ -249,7 +249,10 @@ TEST_CASE("cleanup measures its cutoffs by the server's clock") {
         "a,gone");
   CHECK(pg::text(schema,
                  "SELECT string_agg(Key, ',' ORDER BY Key) FROM Properties WHERE Key LIKE "
-                 "'EQStamp\\_%'") == "EQStamp_a,EQStamp_gone");
+                 "'EQStamp\\_%' AND Value NOT LIKE 'removed;at=%'") == "EQStamp_a,EQStamp_gone");
+  CHECK(pg::text(schema,
+                 "SELECT Value LIKE 'removed;at=____-__-__ __:__:__.___' FROM Properties "
+                 "WHERE Key = 'EQStamp_long_gone'") == "t");
 }
 
 TEST_CASE("migration 4 reports the stored rows that break its new rules and keeps them") {

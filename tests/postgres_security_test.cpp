@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <variant>
@@ -615,5 +616,53 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     auto c = connect_as(cl, schema);
     pqxx::work tx(*c);
     CHECK(tx.exec("SELECT Value FROM Properties WHERE Key = 'EQSecret'").empty());
+  }
+
+  SUBCASE("cleanup: marks the cursor of an instance dead too long as removed, writes no other") {
+    { queue gone(url_as(app, schema), with_secret("gone")); }
+    pg::exec(schema,
+             "UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01' WHERE Name = 'gone'");
+    queue janitor(url_as(cl, schema), with_secret("cleanup"));
+    janitor.cleanup();
+    CHECK(pg::text(schema,
+                   "SELECT Value LIKE 'removed;at=%' FROM Properties WHERE Key = "
+                   "'EQStamp_gone'") == "t");
+    auto c = connect_as(cl, schema);
+    for (const char* sql : {"UPDATE Properties SET Value = '1:1:' WHERE Key = 'EQStamp_cleanup'",
+                            "UPDATE Properties SET Key = 'EQStamp_x' WHERE Key = 'EQStamp_gone'"}) {
+      pqxx::work tx(*c);
+      INFO(std::string(sql));
+      CHECK_THROWS_AS(tx.exec(sql), pqxx::insufficient_privilege);
+    }
+    {
+      pqxx::work tx(*c);  // the secret is invisible to the role: nothing to update
+      CHECK(tx.exec("UPDATE Properties SET Value = 'removed;at=x' WHERE Key = 'EQSecret'")
+                .affected_rows() == 0);
+    }
+    CHECK(pg::text(schema, "SELECT Value FROM Properties WHERE Key = 'EQSecret'") == k_secret);
+    CHECK(pg::text(schema,
+                   "SELECT Value LIKE 'removed;at=%' FROM Properties WHERE Key = "
+                   "'EQStamp_cleanup'") == "f");
+  }
+
+  SUBCASE("cleanup set up by an older roles script: deletes the cursor, as before, and says so") {
+    pg::exec(schema, "REVOKE UPDATE (Value) ON Properties FROM eventq_cleanup");
+    { queue gone(url_as(app, schema), with_secret("gone")); }
+    pg::exec(schema,
+             "UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01' WHERE Name = 'gone'");
+    auto o = with_secret("cleanup");
+    std::vector<std::string> warnings;
+    std::mutex m;
+    o.logger = [&](log_level level, std::string_view msg) {
+      std::lock_guard lk(m);
+      if (level == log_level::warning) warnings.emplace_back(msg);
+    };
+    queue janitor(url_as(cl, schema), o);
+    janitor.cleanup();
+    CHECK(pg::text(schema, "SELECT count(*) FROM Properties WHERE Key = 'EQStamp_gone'") == "0");
+    std::lock_guard lk(m);
+    CHECK(std::count_if(warnings.begin(), warnings.end(), [](const std::string& w) {
+            return w.find("run schema/postgres-roles.sql again") != std::string::npos;
+          }) == 1);
   }
 }

@@ -80,7 +80,8 @@ struct cleanup_settings {
   /// Rows younger than this are kept.
   std::chrono::seconds keep{std::chrono::hours(24)};
   /// Rows a live instance has not processed are kept up to this age; instances dead for
-  /// longer are removed from the registry with their cursors.
+  /// longer are removed from the registry, their cursors replaced by a "removed" marker (such
+  /// an instance reports Missed if it comes back; markers are deleted after ten times this).
   std::chrono::seconds max_age{std::chrono::hours(24 * 7)};
   std::size_t batch_size{2000};
   std::chrono::milliseconds pause{5};

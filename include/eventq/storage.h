@@ -341,10 +341,11 @@ class storage {
   /// raise reuse a deleted row's id.
   virtual std::size_t delete_expired(const expiry& bounds, std::size_t max_rows) = 0;
 
-  /// Removes the registry rows and stored cursors of instances whose lease expired before
-  /// bounds.hard_cutoff; a backend whose database has a clock of its own measures it as
-  /// bounds.max_age back from that clock, as delete_expired() does (see expiry). Returns how
-  /// many instances were removed.
+  /// Removes the registry rows of instances whose lease expired before bounds.hard_cutoff and
+  /// replaces their stored cursors by "removed;at=<UTC time>" (the instance, if it comes back,
+  /// reports Missed); deletes such markers older than ten times that age. A backend whose
+  /// database has a clock of its own measures it as bounds.max_age back from that clock, as
+  /// delete_expired() does (see expiry). Returns how many instances were removed.
   virtual std::size_t remove_dead_instances(const expiry& bounds) = 0;
 };
 

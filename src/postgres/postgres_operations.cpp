@@ -416,11 +416,38 @@ std::size_t postgres_storage::remove_dead_instances(const expiry& bounds) {
     // same in both statements), so a cleanup host with a wrong clock cannot remove an instance
     // early, which would make it start over from its start position.
     auto max_age = ages_of(bounds).second;
+    const std::string marker(detail::k_removed_cursor);
     in_schema<pqxx::work> tx(c, m_cfg.schema);
+    // The cursor becomes a marker (see k_removed_cursor): the instance, if it comes back,
+    // reports Missed. A cleanup role set up by an older schema/postgres-roles.sql may only
+    // delete cursors: then they are deleted, as before, and the operator told how to fix it.
+    const char* dead =
+        "(SELECT 'EQStamp_' || Name FROM EventQueueInstances WHERE LeaseUntil < now() - "
+        "$1::bigint * interval '1 millisecond')";
+    if (tx.exec_params1("SELECT has_column_privilege(quote_ident($1) || '.properties', 'value', "
+                        "'UPDATE')",
+                        m_cfg.schema)[0]
+            .as<bool>()) {
+      tx.exec_params(std::string("UPDATE Properties SET Value = $2 || to_char(now() AT TIME ZONE "
+                                 "'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') WHERE Key IN ") +
+                         dead,
+                     max_age, marker);
+    } else {
+      auto r = tx.exec_params(std::string("DELETE FROM Properties WHERE Key IN ") + dead, max_age);
+      if (r.affected_rows() > 0 && !m_marker_warned.exchange(true)) {
+        log(log_level::warning,
+            "cleanup deleted the cursors of dead instances instead of marking them removed: its "
+            "role may not UPDATE Properties. An instance that comes back will start over without "
+            "reporting Missed; run schema/postgres-roles.sql again to give cleanup that right");
+      }
+    }
+    // Markers are kept for ten hard maximum ages, then deleted when no instance is behind them.
     tx.exec_params(
-        "DELETE FROM Properties WHERE Key IN (SELECT 'EQStamp_' || Name FROM "
-        "EventQueueInstances WHERE LeaseUntil < now() - $1::bigint * interval '1 millisecond')",
-        max_age);
+        "DELETE FROM Properties p WHERE p.Key LIKE 'EQStamp\\_%' AND starts_with(p.Value, $2) "
+        "AND substr(p.Value, length($2) + 1) < to_char((now() - 10 * $1::bigint * interval "
+        "'1 millisecond') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') AND NOT EXISTS "
+        "(SELECT 1 FROM EventQueueInstances i WHERE 'EQStamp_' || i.Name = p.Key)",
+        max_age, marker);
     auto r = tx.exec_params(
         "DELETE FROM EventQueueInstances WHERE LeaseUntil < now() - $1::bigint * interval "
         "'1 millisecond'",

@@ -138,6 +138,7 @@ class postgres_storage final : public storage {
   };
   std::map<std::string, statement_text, std::less<>> m_statements;  // of m_cfg.schema
   std::mutex m_write_mutex;
+  std::atomic<bool> m_marker_warned{false};  // cleanup could only delete cursors: said once
   std::mutex m_read_mutex;
   std::mutex m_admin_mutex;
 

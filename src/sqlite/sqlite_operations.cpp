@@ -33,6 +33,16 @@ constexpr const char* k_expired_where =
     "ON c.Key = 'EQStamp_' || i.Name "
     "WHERE i.LeaseUntil > ?3), 9223372036854775807))";
 
+// Ten times as far back as `hard_cutoff`, and never before 1970 (a maximum age of centuries
+// must not overflow the clock).
+system_clock::time_point markers_cutoff(system_clock::time_point now,
+                                        system_clock::time_point hard_cutoff) {
+  using std::chrono::seconds;
+  auto back = std::chrono::duration_cast<seconds>(now - hard_cutoff);
+  auto limit = std::chrono::duration_cast<seconds>(now.time_since_epoch());
+  return now - std::min(back > limit / 10 ? limit : 10 * back, limit);
+}
+
 }  // namespace
 
 int sqlite_storage::schema_version() {
@@ -383,12 +393,24 @@ std::size_t sqlite_storage::delete_expired(const expiry& bounds, std::size_t max
 
 std::size_t sqlite_storage::remove_dead_instances(const expiry& bounds) {
   auto cutoff = utc(bounds.hard_cutoff);  // this host's clock is the file's only one
+  auto now = system_clock::now();
   std::lock_guard lk(m_write_mutex);
   write_transaction tx(m_writer);
+  // The cursor becomes a marker (see k_removed_cursor): the instance, if it comes back, reports
+  // Missed. Markers are kept for ten hard maximum ages, then deleted with no instance behind.
   statement cursors(m_writer,
-                    "DELETE FROM Properties WHERE Key IN (SELECT 'EQStamp_' || Name FROM "
-                    "EventQueueInstances WHERE LeaseUntil < ?1)");
-  cursors.bind(1, cutoff).run();
+                    "UPDATE Properties SET Value = ?2 || ?3 WHERE Key IN (SELECT 'EQStamp_' || "
+                    "Name FROM EventQueueInstances WHERE LeaseUntil < ?1)");
+  const std::string marker(detail::k_removed_cursor);
+  cursors.bind(1, cutoff).bind(2, marker).bind(3, utc(now)).run();
+  statement markers(m_writer,
+                    "DELETE FROM Properties WHERE Key GLOB 'EQStamp_*' AND substr(Value, 1, ?1) "
+                    "= ?2 AND substr(Value, ?1 + 1) < ?3 AND Key NOT IN (SELECT 'EQStamp_' || "
+                    "Name FROM EventQueueInstances)");
+  markers.bind(1, static_cast<std::int64_t>(marker.size()))
+      .bind(2, marker)
+      .bind(3, utc(markers_cutoff(now, bounds.hard_cutoff)))
+      .run();
   statement rows(m_writer, "DELETE FROM EventQueueInstances WHERE LeaseUntil < ?1");
   rows.bind(1, cutoff).run();
   auto n = m_writer.changes();
