@@ -35,6 +35,16 @@ std::string format_cursor(std::int64_t id, std::string_view incarnation);
 /// `value` when it is an incarnation format_cursor() may write (1 to 64 of [0-9a-f]), else "".
 std::string checked_incarnation(std::string_view value);
 
+/// The columns of an event row, as the page statements read them (row_of() in sqlite_read.cpp).
+inline constexpr const char* k_columns =
+    "SELECT Id, EventType, InstanceData, InstanceName, RaiseLocally, RaiseGlobally, Created, "
+    "KeyId, Signature FROM EventQueue ";
+/// Scalar subqueries, so that a statement reads them in the snapshot of its other columns.
+inline constexpr const char* k_sequence =
+    "(SELECT seq FROM sqlite_sequence WHERE name = 'EventQueue')";
+inline constexpr const char* k_incarnation =
+    "(SELECT Value FROM Properties WHERE Key = 'EQIncarnation')";
+
 /// storage over an SQLite file in WAL mode. Two connections: the writer (raises, cleanup,
 /// migrations), and the reader (the poller's reads, cursor stores and change checks; the
 /// poller's own cursor writes then do not look like another process's commit).
