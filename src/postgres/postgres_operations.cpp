@@ -1,4 +1,5 @@
-// The PostgreSQL storage, part two: the instance registry, task leases, cleanup and statistics.
+// The PostgreSQL storage, part two: the instance registry, task leases, operator requests and
+// statistics (cleanup and failure records: postgres_cleanup.cpp).
 // Lease times come from the server's clock (now()), so hosts with skewed clocks agree on who is
 // live. Everything here runs on a connection of the process's pool (postgres_pool.h), one call at a
 // time under the admin mutex.
@@ -7,104 +8,13 @@
 #include <algorithm>
 
 #include "eventq/error.h"
+#include "postgres/postgres_admin.h"
 #include "postgres/postgres_connection.h"
 #include "postgres/postgres_statements.h"
 #include "postgres/postgres_storage.h"
 #include "util.h"
 
 namespace eventq::postgres {
-
-namespace {
-
-using std::chrono::system_clock;
-
-// Microseconds since the epoch; NULL where a time_point cannot hold the value ('infinity').
-#define EVENTQ_US(col)                                                   \
-  "CASE WHEN " col                                                       \
-  " BETWEEN '1678-01-01 00:00:00+00' AND '2261-12-31 00:00:00+00' THEN " \
-  "(extract(epoch FROM " col ") * 1000000)::bigint END"
-
-std::optional<system_clock::time_point> time_field(const pqxx::field& f) {
-  if (f.is_null()) return std::nullopt;
-  return system_clock::time_point(std::chrono::microseconds(f.as<std::int64_t>()));
-}
-
-std::string timestamptz(system_clock::time_point t) { return detail::format_utc(t) + "+00"; }
-
-// Rows cleanup may delete: $1 retention cutoff, $2 hard cutoff. A row is kept while the cursor
-// snapshot of a live instance does not see its Stamp (the instance has not read it; deleting it
-// would make that instance report Missed), or the cursor is not a snapshot.
-constexpr const char* k_live_cte =
-    "WITH live AS MATERIALIZED (SELECT i.Name, eventq_cursor_snapshot(p.Value) AS Snap "
-    "FROM EventQueueInstances i JOIN Properties p ON p.Key = 'EQStamp_' || i.Name "
-    "WHERE i.LeaseUntil > now()) ";
-// The cutoffs are ages ($1, $2: milliseconds) measured from the server's clock, like leases. A
-// row whose Created is 'infinity' (stored before schema 4 forbade it; every instance refuses
-// it) counts as past the hard cutoff.
-constexpr const char* k_expired_where =
-    "(e.Created = 'infinity' OR (e.Created < now() - $1::bigint * interval '1 millisecond' "
-    "AND (e.Created < now() - $2::bigint * interval '1 millisecond' OR NOT EXISTS ("
-    "SELECT 1 FROM live l WHERE coalesce(NOT pg_visible_in_snapshot(e.Stamp, l.Snap), true)))))";
-
-// The ages of `bounds` in milliseconds: as given, else from the time points and this host's
-// clock (a caller that gave only time points).
-std::pair<long long, long long> ages_of(const expiry& bounds) {
-  auto age = [now = system_clock::now()](std::chrono::milliseconds given,
-                                         system_clock::time_point at) {
-    if (given.count() >= 0) return static_cast<long long>(given.count());
-    return static_cast<long long>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(now - at).count());
-  };
-  return {age(bounds.keep, bounds.cutoff), age(bounds.max_age, bounds.hard_cutoff)};
-}
-
-// A transaction whose statements are qualify()'d with the queue's schema: none depends on
-// the connection's search_path.
-template <class T>
-class in_schema {
- public:
-  in_schema(pqxx::connection& c, const std::string& schema) : m_tx(c), m_schema(schema) {}
-  pqxx::result exec(std::string_view q) { return m_tx.exec(qualify(q, m_schema)); }
-  pqxx::row exec1(std::string_view q) { return m_tx.exec1(qualify(q, m_schema)); }
-  template <class... A>
-  pqxx::result exec_params(std::string_view q, A&&... args) {
-    return m_tx.exec_params(qualify(q, m_schema), std::forward<A>(args)...);
-  }
-  template <class... A>
-  pqxx::row exec_params1(std::string_view q, A&&... args) {
-    return m_tx.exec_params1(qualify(q, m_schema), std::forward<A>(args)...);
-  }
-  void commit() { m_tx.commit(); }
-
- private:
-  T m_tx;
-  const std::string& m_schema;
-};
-
-}  // namespace
-
-// Runs f(admin connection) under the admin mutex; a connection that broke is replaced next time.
-template <class F>
-auto postgres_storage::on_admin(const char* what, F&& f) {
-  std::lock_guard lk(m_admin_mutex);
-  try {
-    auto c = m_pool->acquire(*m_watchdog, watchdog::admin, what);
-    try {
-      watchdog::armed watch(*m_watchdog, watchdog::admin, c.conn());
-      return f(c.conn());
-    } catch (const error&) {
-      throw;
-    } catch (...) {
-      c.discard();
-      throw;
-    }
-  } catch (const error&) {
-    throw;
-  } catch (...) {
-    if (m_watchdog->fired(watchdog::admin)) throw_cut_off(m_cfg, what, m_watchdog->limit());
-    rethrow_as_error(m_cfg, what);
-  }
-}
 
 int postgres_storage::schema_version() {
   return on_admin("reading the schema version", [this](pqxx::connection& c) {
@@ -379,134 +289,5 @@ void postgres_storage::release_task(std::string_view task, std::string_view hold
     return 0;
   });
 }
-
-std::size_t postgres_storage::count_expired(const expiry& bounds) {
-  return on_admin("counting expired events", [&](pqxx::connection& c) {
-    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
-    auto [keep, max_age] = ages_of(bounds);
-    auto r = tx.exec_params1(
-        std::string(k_live_cte) + "SELECT count(*) FROM EventQueue e WHERE " + k_expired_where,
-        keep, max_age);
-    return static_cast<std::size_t>(r[0].as<std::int64_t>());
-  });
-}
-
-std::size_t postgres_storage::delete_expired(const expiry& bounds, std::size_t max_rows) {
-  return on_admin("deleting expired events", [&](pqxx::connection& c) {
-    auto [keep, max_age] = ages_of(bounds);
-    in_schema<pqxx::work> tx(c, m_cfg.schema);
-    auto r = tx.exec_params(std::string(k_live_cte) +
-                                "DELETE FROM EventQueue WHERE Id IN (SELECT e.Id FROM EventQueue e "
-                                "WHERE " +
-                                k_expired_where + " ORDER BY e.Created LIMIT $3)",
-                            keep, max_age, static_cast<long long>(max_rows));
-    // The deletion record is read by instances that run; one past the hard maximum age has
-    // been read by every instance still registered.
-    tx.exec_params(
-        "DELETE FROM EventQueueDeleted WHERE At < now() - $1::bigint * interval '1 millisecond'",
-        max_age);
-    tx.commit();
-    return static_cast<std::size_t>(r.affected_rows());
-  });
-}
-
-std::size_t postgres_storage::remove_dead_instances(const expiry& bounds) {
-  return on_admin("removing dead instances", [&](pqxx::connection& c) {
-    // Leases are the server's times: the cutoff is too (now() is the transaction's start, the
-    // same in both statements), so a cleanup host with a wrong clock cannot remove an instance
-    // early, which would make it start over from its start position.
-    auto max_age = ages_of(bounds).second;
-    const std::string marker(detail::k_removed_cursor);
-    in_schema<pqxx::work> tx(c, m_cfg.schema);
-    // The cursor becomes a marker (see k_removed_cursor): the instance, if it comes back,
-    // reports Missed. A cleanup role set up by an older schema/postgres-roles.sql may only
-    // delete cursors: then they are deleted, as before, and the operator told how to fix it.
-    const char* dead =
-        "(SELECT 'EQStamp_' || Name FROM EventQueueInstances WHERE LeaseUntil < now() - "
-        "$1::bigint * interval '1 millisecond')";
-    if (tx.exec_params1("SELECT has_column_privilege(quote_ident($1) || '.properties', 'value', "
-                        "'UPDATE')",
-                        m_cfg.schema)[0]
-            .as<bool>()) {
-      tx.exec_params(std::string("UPDATE Properties SET Value = $2 || to_char(now() AT TIME ZONE "
-                                 "'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') WHERE Key IN ") +
-                         dead,
-                     max_age, marker);
-    } else {
-      auto r = tx.exec_params(std::string("DELETE FROM Properties WHERE Key IN ") + dead, max_age);
-      if (r.affected_rows() > 0 && !m_marker_warned.exchange(true)) {
-        log(log_level::warning,
-            "cleanup deleted the cursors of dead instances instead of marking them removed: its "
-            "role may not UPDATE Properties. An instance that comes back will start over without "
-            "reporting Missed; run schema/postgres-roles.sql again to give cleanup that right");
-      }
-    }
-    // Markers are kept for ten hard maximum ages, then deleted when no instance is behind them.
-    tx.exec_params(
-        "DELETE FROM Properties p WHERE p.Key LIKE 'EQStamp\\_%' AND starts_with(p.Value, $2) "
-        "AND substr(p.Value, length($2) + 1) < to_char((now() - 10 * $1::bigint * interval "
-        "'1 millisecond') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') AND NOT EXISTS "
-        "(SELECT 1 FROM EventQueueInstances i WHERE 'EQStamp_' || i.Name = p.Key)",
-        max_age, marker);
-    auto r = tx.exec_params(
-        "DELETE FROM EventQueueInstances WHERE LeaseUntil < now() - $1::bigint * interval "
-        "'1 millisecond'",
-        max_age);
-    tx.commit();
-    return static_cast<std::size_t>(r.affected_rows());
-  });
-}
-
-void postgres_storage::record_failures(std::span<const failure_record> failures) {
-  if (failures.empty()) return;
-  on_admin("recording failed events", [&](pqxx::connection& c) {
-    in_schema<pqxx::work> tx(c, m_cfg.schema);
-    for (const auto& f : failures) {
-      tx.exec_params(
-          "INSERT INTO EventQueueFailures (InstanceName, SessionName, EventId, EventType, Error, "
-          "Attempts, FailedAt) VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz)",
-          f.instance, f.session, f.event_id, f.event_type, f.error, f.attempts,
-          timestamptz(f.failed_at));
-    }
-    tx.commit();
-    return 0;
-  });
-}
-
-std::vector<failure_record> postgres_storage::failures(std::size_t limit,
-                                                       std::string_view instance) {
-  return on_admin("reading failed events", [&](pqxx::connection& c) {
-    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
-    auto rows = tx.exec_params(
-        "SELECT Id, InstanceName, SessionName, EventId, EventType, Error, Attempts, " EVENTQ_US(
-            "FailedAt") " FROM EventQueueFailures WHERE $1 = '' OR InstanceName = $1 "
-                        "ORDER BY Id DESC LIMIT $2",
-        std::string(instance),
-        static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
-    std::vector<failure_record> out;
-    for (const auto& r : rows) {
-      failure_record f;
-      f.id = r[0].as<std::int64_t>();
-      f.instance = r[1].as<std::string>();
-      f.session = r[2].as<std::string>();
-      f.event_id = r[3].as<std::int64_t>();
-      f.event_type = r[4].as<std::string>();
-      f.error = r[5].as<std::string>();
-      f.attempts = r[6].as<int>();
-      f.failed_at = time_field(r[7]).value_or(system_clock::time_point{});
-      out.push_back(std::move(f));
-    }
-    return out;
-  });
-}
-
-std::int64_t postgres_storage::failure_count() {
-  return on_admin("counting failed events", [&](pqxx::connection& c) {
-    in_schema<pqxx::nontransaction> tx(c, m_cfg.schema);
-    return tx.exec1("SELECT count(*) FROM EventQueueFailures")[0].as<std::int64_t>();
-  });
-}
-
-#undef EVENTQ_US
 
 }  // namespace eventq::postgres
