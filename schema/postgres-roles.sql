@@ -96,6 +96,8 @@ GRANT UPDATE ON EventQueueControl TO eventq_app, eventq_cleanup;
 -- Events a session gave up on: instances record them, every role reads them.
 GRANT SELECT ON EventQueueFailures TO eventq_app, eventq_operator, eventq_cleanup;
 GRANT INSERT ON EventQueueFailures TO eventq_app, eventq_cleanup;
+-- Cleanup deletes failure records older than the hard maximum age.
+GRANT DELETE ON EventQueueFailures TO eventq_cleanup;
 SELECT format('GRANT USAGE ON SEQUENCE %s TO eventq_app, eventq_cleanup',
               pg_get_serial_sequence(:'schema' || '.eventqueuefailures', 'id')) \gexec
 -- The operator views.

@@ -88,6 +88,9 @@ std::string cleanup_report::summary() const {
   if (!dry_run) s += " in " + std::to_string(batches) + (batches == 1 ? " batch" : " batches");
   s += dry_run ? ", would remove " : ", removed ";
   s += plural(instances_removed, "dead instance");
+  if (failures_removed > 0) {
+    s += (dry_run ? " and " : ", deleted ") + plural(failures_removed, "old failure record");
+  }
   if (!completed) s += ", stopped early";
   return s + ", " + secs;
 }
@@ -120,6 +123,7 @@ cleanup_report run_cleanup(storage& backend, const cleanup_settings& settings,
       if (!i.live && i.lease_until && *i.lease_until < bounds.hard_cutoff)
         ++report.instances_removed;
     }
+    report.failures_removed = backend.delete_old_failures(bounds, true);
     report.took = took();
     return report;
   }
@@ -151,6 +155,7 @@ cleanup_report run_cleanup(storage& backend, const cleanup_settings& settings,
     }
     if (report.completed) {
       report.instances_removed = backend.remove_dead_instances(bounds);
+      report.failures_removed = backend.delete_old_failures(bounds, false);
     }
   } catch (...) {
     report.took = took();

@@ -113,6 +113,8 @@ std::vector<failure_record> storage::failures(std::size_t, std::string_view) {
                                           "' storage backend cannot keep failure records");
 }
 
+std::size_t storage::delete_old_failures(const expiry&, bool) { return 0; }
+
 std::int64_t storage::failure_count() {
   throw error(errc::invalid_argument, "the '" + std::string(backend_name()) +
                                           "' storage backend cannot keep failure records");

@@ -359,6 +359,39 @@ TEST_CASE("cleanup removes instances dead for longer than the hard maximum age")
   CHECK(find_instance(a.backend(), "a").has_value());
 }
 
+TEST_CASE("cleanup deletes failure records older than the hard maximum age") {
+  INFO("backend " << k_backend);
+  database db;
+  queue a(db.url, test_options("a"));
+  auto now = std::chrono::system_clock::now();
+  std::vector<failure_record> records(3);
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    records[i].instance = "a";
+    records[i].session = "s";
+    records[i].event_id = static_cast<std::int64_t>(i + 1);
+    records[i].event_type = "t";
+    records[i].error = "listener down";
+    records[i].attempts = 1;
+  }
+  records[0].failed_at = now - std::chrono::hours(24 * 8);  // past the 7 days
+  records[1].failed_at = now - std::chrono::hours(24 * 6);
+  records[2].failed_at = now;
+  a.backend().record_failures(records);
+  cleanup_settings dry;
+  dry.dry_run = true;
+  auto would = run_cleanup(a.backend(), dry, "test");
+  CHECK(would.failures_removed == 1);
+  CHECK(would.summary().find("and 1 old failure record") != std::string::npos);
+  CHECK(a.backend().failure_count() == 3);
+  auto report = run_cleanup(a.backend(), cleanup_settings{}, "test");
+  CHECK(report.failures_removed == 1);
+  CHECK(report.summary().find("deleted 1 old failure record") != std::string::npos);
+  auto left = a.backend().failures(10, "");
+  REQUIRE(left.size() == 2);
+  CHECK(left[0].event_id == 3);
+  CHECK(left[1].event_id == 2);
+}
+
 TEST_CASE("an instance whose cursor cleanup removed comes back with Missed, then reads on") {
   INFO("backend " << k_backend);
   database db;

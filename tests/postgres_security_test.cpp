@@ -622,11 +622,16 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     { queue gone(url_as(app, schema), with_secret("gone")); }
     pg::exec(schema,
              "UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01' WHERE Name = 'gone'");
+    pg::exec(schema,
+             "INSERT INTO EventQueueFailures (InstanceName, SessionName, EventId, EventType, "
+             "Error, Attempts, FailedAt) VALUES ('gone', 's', 1, 't', 'e', 1, now() - interval "
+             "'8 days'), ('gone', 's', 2, 't', 'e', 1, now())");
     queue janitor(url_as(cl, schema), with_secret("cleanup"));
     janitor.cleanup();
     CHECK(pg::text(schema,
                    "SELECT Value LIKE 'removed;at=%' FROM Properties WHERE Key = "
                    "'EQStamp_gone'") == "t");
+    CHECK(pg::text(schema, "SELECT string_agg(EventId::text, ',') FROM EventQueueFailures") == "2");
     auto c = connect_as(cl, schema);
     for (const char* sql : {"UPDATE Properties SET Value = '1:1:' WHERE Key = 'EQStamp_cleanup'",
                             "UPDATE Properties SET Key = 'EQStamp_x' WHERE Key = 'EQStamp_gone'"}) {
@@ -645,8 +650,12 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
                    "'EQStamp_cleanup'") == "f");
   }
 
-  SUBCASE("cleanup set up by an older roles script: deletes the cursor, as before, and says so") {
-    pg::exec(schema, "REVOKE UPDATE (Value) ON Properties FROM eventq_cleanup");
+  SUBCASE("cleanup set up by an older roles script: deletes the cursor, keeps failures, says so") {
+    pg::exec(schema,
+             "REVOKE UPDATE (Value) ON Properties FROM eventq_cleanup; REVOKE DELETE ON "
+             "EventQueueFailures FROM eventq_cleanup; INSERT INTO EventQueueFailures "
+             "(InstanceName, SessionName, EventId, EventType, Error, Attempts, FailedAt) VALUES "
+             "('gone', 's', 1, 't', 'e', 1, now() - interval '8 days')");
     { queue gone(url_as(app, schema), with_secret("gone")); }
     pg::exec(schema,
              "UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01' WHERE Name = 'gone'");
@@ -660,9 +669,21 @@ TEST_CASE("least privilege: the app, operator and cleanup roles of schema/postgr
     queue janitor(url_as(cl, schema), o);
     janitor.cleanup();
     CHECK(pg::text(schema, "SELECT count(*) FROM Properties WHERE Key = 'EQStamp_gone'") == "0");
+    CHECK(pg::text(schema, "SELECT count(*) FROM EventQueueFailures") == "1");  // kept, said
+    { queue again(url_as(app, schema), with_secret("gone")); }
+    pg::exec(schema,
+             "UPDATE EventQueueInstances SET LeaseUntil = '2000-01-01' WHERE Name = 'gone'");
+    janitor.cleanup();  // the next cleanup says neither again
     std::lock_guard lk(m);
-    CHECK(std::count_if(warnings.begin(), warnings.end(), [](const std::string& w) {
-            return w.find("run schema/postgres-roles.sql again") != std::string::npos;
-          }) == 1);
+    for (const char* said :
+         {"instead of marking them removed", "cannot delete old failure records"}) {
+      CHECK_MESSAGE(std::count_if(warnings.begin(), warnings.end(),
+                                  [&](const std::string& w) {
+                                    return w.find(said) != std::string::npos &&
+                                           w.find("run schema/postgres-roles.sql again") !=
+                                               std::string::npos;
+                                  }) == 1,
+                    std::string(said));
+    }
   }
 }

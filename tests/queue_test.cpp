@@ -87,6 +87,9 @@ struct flaky_storage : storage {
   std::size_t remove_dead_instances(const expiry& b) override {
     return inner->remove_dead_instances(b);
   }
+  std::size_t delete_old_failures(const expiry& b, bool dry_run) override {
+    return inner->delete_old_failures(b, dry_run);
+  }
   std::atomic<bool> failing_renewals{false};
 };
 

@@ -82,6 +82,7 @@ struct cleanup_settings {
   /// Rows a live instance has not processed are kept up to this age; instances dead for
   /// longer are removed from the registry, their cursors replaced by a "removed" marker (such
   /// an instance reports Missed if it comes back; markers are deleted after ten times this).
+  /// Failure records (EventQueueFailures) older than this are deleted.
   std::chrono::seconds max_age{std::chrono::hours(24 * 7)};
   std::size_t batch_size{2000};
   std::chrono::milliseconds pause{5};
@@ -104,6 +105,8 @@ struct cleanup_report {
   std::size_t deleted = 0;  ///< rows deleted (dry run: rows that would be deleted)
   std::size_t batches = 0;
   std::size_t instances_removed = 0;  ///< dead instances removed (dry run: would be)
+  /// failure records (EventQueueFailures) older than the maximum age deleted (dry run: would be)
+  std::size_t failures_removed = 0;
   std::chrono::milliseconds took{0};
 
   /// One line for a scheduler's log: "cleanup: deleted 1200 rows in 3 batches, removed 1 dead

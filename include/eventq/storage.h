@@ -249,6 +249,11 @@ class storage {
   /// How many failure records there are, of every instance (a count of the table: the status
   /// page and /metrics read it). The default throws errc::invalid_argument.
   virtual std::int64_t failure_count();
+
+  /// Deletes the failure records older than bounds.hard_cutoff (measured as bounds.max_age
+  /// back from the database's clock where it has one, see expiry); with `dry_run`, only counts
+  /// them. Returns how many. Called by cleanup. The default returns 0 (no records kept).
+  virtual std::size_t delete_old_failures(const expiry& bounds, bool dry_run);
   // ---- operations: schema, instance registry, task leases, cleanup, statistics ----
   // Lease times are judged by the database's clock where it has one (PostgreSQL's now()), so
   // instances on hosts with skewed clocks agree on who is live.

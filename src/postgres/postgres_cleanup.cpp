@@ -117,6 +117,34 @@ std::size_t postgres_storage::remove_dead_instances(const expiry& bounds) {
   });
 }
 
+std::size_t postgres_storage::delete_old_failures(const expiry& bounds, bool dry_run) {
+  return on_admin("deleting old failure records", [&](pqxx::connection& c) -> std::size_t {
+    auto max_age = ages_of(bounds).second;
+    in_schema<pqxx::work> tx(c, m_cfg.schema);
+    const char* old =
+        " FROM EventQueueFailures WHERE FailedAt < now() - $1::bigint * interval "
+        "'1 millisecond'";
+    if (dry_run) {
+      return tx.exec_params1(std::string("SELECT count(*)") + old, max_age)[0].as<std::size_t>();
+    }
+    // A cleanup role set up by an older schema/postgres-roles.sql may not delete them.
+    if (!tx.exec_params1("SELECT has_table_privilege(quote_ident($1) || '.eventqueuefailures', "
+                         "'DELETE')",
+                         m_cfg.schema)[0]
+             .as<bool>()) {
+      if (!m_failures_warned.exchange(true)) {
+        log(log_level::warning,
+            "cleanup cannot delete old failure records (EventQueueFailures): its role may not "
+            "DELETE there; run schema/postgres-roles.sql again to give cleanup that right");
+      }
+      return 0;
+    }
+    auto r = tx.exec_params(std::string("DELETE") + old, max_age);
+    tx.commit();
+    return static_cast<std::size_t>(r.affected_rows());
+  });
+}
+
 void postgres_storage::record_failures(std::span<const failure_record> failures) {
   if (failures.empty()) return;
   on_admin("recording failed events", [&](pqxx::connection& c) {

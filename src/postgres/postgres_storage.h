@@ -95,6 +95,7 @@ class postgres_storage final : public storage {
   std::size_t remove_dead_instances(const expiry& bounds) override;
   void record_failures(std::span<const failure_record> failures) override;
   std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
+  std::size_t delete_old_failures(const expiry& bounds, bool dry_run) override;
   std::int64_t failure_count() override;
 
  private:
@@ -138,7 +139,8 @@ class postgres_storage final : public storage {
   };
   std::map<std::string, statement_text, std::less<>> m_statements;  // of m_cfg.schema
   std::mutex m_write_mutex;
-  std::atomic<bool> m_marker_warned{false};  // cleanup could only delete cursors: said once
+  std::atomic<bool> m_marker_warned{false};    // cleanup could only delete cursors: said once
+  std::atomic<bool> m_failures_warned{false};  // cleanup may not delete failure records: said once
   std::mutex m_read_mutex;
   std::mutex m_admin_mutex;
 

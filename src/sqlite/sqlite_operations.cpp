@@ -418,6 +418,23 @@ std::size_t sqlite_storage::remove_dead_instances(const expiry& bounds) {
   return n;
 }
 
+std::size_t sqlite_storage::delete_old_failures(const expiry& bounds, bool dry_run) {
+  auto cutoff = utc(bounds.hard_cutoff);
+  if (dry_run) {
+    std::lock_guard lk(m_read_mutex);
+    statement s(m_reader, "SELECT count(*) FROM EventQueueFailures WHERE FailedAt < ?1");
+    s.bind(1, cutoff).step();
+    return static_cast<std::size_t>(s.int64(0));
+  }
+  std::lock_guard lk(m_write_mutex);
+  write_transaction tx(m_writer);
+  statement s(m_writer, "DELETE FROM EventQueueFailures WHERE FailedAt < ?1");
+  s.bind(1, cutoff).run();
+  auto n = m_writer.changes();
+  tx.commit();
+  return n;
+}
+
 void sqlite_storage::record_failures(std::span<const failure_record> failures) {
   if (failures.empty()) return;
   std::lock_guard lk(m_write_mutex);

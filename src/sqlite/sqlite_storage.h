@@ -104,6 +104,7 @@ class sqlite_storage final : public storage {
   std::size_t remove_dead_instances(const expiry& bounds) override;
   void record_failures(std::span<const failure_record> failures) override;
   std::vector<failure_record> failures(std::size_t limit, std::string_view instance) override;
+  std::size_t delete_old_failures(const expiry& bounds, bool dry_run) override;
   std::int64_t failure_count() override;
 
   /// The statement of a filtered page for `names` exact types and `prefixes` prefixes (see
