@@ -94,8 +94,8 @@ class delivery {
   bool holds_name();                             // REQUIRES: m_poll_mutex held
   void check_backlog();
   /// The cursor to read from, given the one stored: a cursor that cleanup removed (see
-  /// k_removed_cursor) becomes the oldest retained event, stored, and a Missed for the first
-  /// poll to report.
+  /// k_removed_cursor) becomes the oldest retained event and a Missed for the next poll to
+  /// report (that poll stores the cursor, replacing the marker, once Missed is told).
   std::string resume_from(std::string stored);
   /// Counts, logs (with `who` asked for it, if given) and hands to the Missed handlers that
   /// events after `old` were missed. REQUIRES: a dispatcher::scope open on this thread.

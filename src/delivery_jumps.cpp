@@ -1,6 +1,6 @@
 // Where a reader's cursor jumps instead of following the pages: an operator's resync or
-// replay, and a backlog longer than options::max_backlog. Each jump that leaves events behind
-// tells the handlers Missed.
+// replay, a backlog longer than options::max_backlog, and a cursor that cleanup removed. Each
+// jump that leaves events behind tells the handlers Missed (tell_missed()).
 #include "delivery.h"
 
 #include "util.h"

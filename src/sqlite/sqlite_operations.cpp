@@ -40,7 +40,7 @@ system_clock::time_point markers_cutoff(system_clock::time_point now,
   using std::chrono::seconds;
   auto back = std::chrono::duration_cast<seconds>(now - hard_cutoff);
   auto limit = std::chrono::duration_cast<seconds>(now.time_since_epoch());
-  return now - std::min(back > limit / 10 ? limit : 10 * back, limit);
+  return now - (back > limit / 10 ? limit : 10 * back);
 }
 
 }  // namespace
